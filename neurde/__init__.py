@@ -1,0 +1,39 @@
+"""neurde: neural ordinary and stochastic differential equations in JAX.
+
+The public API is what this module re-exports: vector fields, continuous models, solver
+configuration, training, checkpoints and ensembles. Families live in subpackages:
+`neurde.data` (toy data sets).
+"""
+
+from . import data as data
+from ._version import __version__ as __version__
+from .fields import (
+    AbstractField as AbstractField,
+    FunctionField as FunctionField,
+    LinearField as LinearField,
+    MLPField as MLPField,
+    as_field as as_field,
+)
+from .ode import NeuralODE as NeuralODE
+from .sde import NeuralSDE as NeuralSDE
+from .solvers import RK4 as RK4, evaluations_per_step as evaluations_per_step
+from .stats import solver_stats as solver_stats
+from .tolerances import Tolerances as Tolerances, trainable as trainable
+from .train import (
+    FitResult as FitResult,
+    History as History,
+    NonFiniteLossError as NonFiniteLossError,
+    TrainingError as TrainingError,
+    ensemble_init_optimizer as ensemble_init_optimizer,
+    ensemble_member as ensemble_member,
+    ensemble_predict as ensemble_predict,
+    ensemble_size as ensemble_size,
+    fit as fit,
+    init_optimizer as init_optimizer,
+    load as load,
+    load_header as load_header,
+    make_ensemble as make_ensemble,
+    make_ensemble_step as make_ensemble_step,
+    make_step as make_step,
+    save as save,
+)

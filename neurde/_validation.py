@@ -1,0 +1,127 @@
+"""Argument checks shared by the continuous models.
+
+Two layers, as in Diffrax: structure errors (shapes, dtypes, missing arguments) are raised at
+trace time as `ValueError`/`TypeError`; value errors that can only be seen at run time inside
+compiled code (non-increasing times, non-finite states) use `eqx.error_if`. When the values are
+concrete, as in eager calls, the value checks are raised at trace time too.
+"""
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, PyTree
+
+
+def is_concrete(x: Any) -> bool:
+    """True when `x` holds values now (not a tracer inside `jit`/`grad`/`vmap`)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_positive(owner: str, name: str, value: Any, fix: str = "") -> None:
+    """Raise `ValueError` if a concrete `value` is not > 0."""
+    if value is None or not is_concrete(value):
+        return
+    if not np.all(np.asarray(value) > 0):
+        raise ValueError(f"{owner}: `{name}` must be > 0, got {value!r}. {fix}".rstrip())
+
+
+def check_state(owner: str, y0: PyTree[Any]) -> PyTree[Array]:
+    """Validate an initial state: floating dtype, finite values. Returns it as JAX arrays."""
+    leaves, treedef = jax.tree.flatten(y0)
+    if not leaves:
+        raise ValueError(f"{owner}: the initial state `y0` is empty (a PyTree with no arrays).")
+    out = []
+    for leaf in leaves:
+        leaf = jnp.asarray(leaf)
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise TypeError(
+                f"{owner}: the initial state `y0` has dtype {leaf.dtype}, but differential "
+                "equations need a floating dtype. Convert it first, e.g. "
+                "`y0.astype(jnp.float32)`."
+            )
+        if is_concrete(leaf):
+            if not bool(jnp.all(jnp.isfinite(leaf))):
+                raise ValueError(
+                    f"{owner}: the initial state `y0` contains NaN or inf "
+                    f"(value {np.asarray(leaf)!r}). Check the data or the encoder that made it."
+                )
+        else:
+            leaf = eqx.error_if(
+                leaf,
+                ~jnp.isfinite(leaf),
+                f"{owner}: the initial state `y0` contains NaN or inf. Check the data or the "
+                "encoder that made it.",
+            )
+        out.append(leaf)
+    return jax.tree.unflatten(treedef, out)
+
+
+def check_field_output(owner: str, role: str, field: Any, t0: Any, y0: Any, args: Any, want: Any):
+    """Trace `field` once and check its output has the structure and shapes of `want`.
+
+    `want` is a PyTree of `jax.ShapeDtypeStruct` (or arrays). Tracing happens at trace time
+    only, so this costs nothing at run time.
+    """
+    try:
+        out = jax.eval_shape(field, t0, y0, args)
+    except Exception as e:
+        shapes = jax.tree.map(lambda x: tuple(jnp.shape(x)), y0)
+        raise ValueError(
+            f"{owner}: evaluating the {role} on the initial state failed. The state has "
+            f"shape {shapes}; check that the field was built for states of this shape.\n"
+            f"Underlying error: {type(e).__name__}: {e}"
+        ) from e
+    out_struct = jax.tree.structure(out)
+    want_struct = jax.tree.structure(want)
+    out_shapes = jax.tree.map(lambda x: tuple(x.shape), out)
+    want_shapes = jax.tree.map(lambda x: tuple(jnp.shape(x)), want)
+    if out_struct != want_struct or out_shapes != want_shapes:
+        raise ValueError(
+            f"{owner}: the {role} returns shape {out_shapes}, but shape {want_shapes} is "
+            "needed for this state. Build the field for this state size (e.g. "
+            "`MLPField(size=...)`) or reshape the state."
+        )
+
+
+def check_times(owner: str, ts: Any, t0: Any, t1: Any) -> Array:
+    """Validate save times: 1-D, non-empty, strictly increasing, inside `[t0, t1]`."""
+    ts = jnp.asarray(ts)
+    if not jnp.issubdtype(ts.dtype, jnp.floating):
+        ts = ts.astype(jnp.result_type(float))
+    if ts.ndim != 1 or ts.shape[0] == 0:
+        raise ValueError(
+            f"{owner}: `ts` must be a non-empty 1-D array of save times, got shape {ts.shape}. "
+            "Pass e.g. `ts=jnp.linspace(t0, t1, 50)`, or `ts=None` to return only y(t1)."
+        )
+    increasing_msg = (
+        f"{owner}: `ts` must be strictly increasing. Sort the save times and drop duplicates "
+        "(e.g. `jnp.unique(ts)`)."
+    )
+    range_msg = (
+        f"{owner}: `ts` must lie inside [t0, t1] = [{t0}, {t1}]. Widen the interval "
+        "(the model's `t0`/`t1`, or the call's `t0=`/`t1=`) or drop the outside times."
+    )
+    concrete = all(is_concrete(x) for x in (ts, t0, t1))
+    if concrete:
+        ts_np = np.asarray(ts)
+        if ts_np.shape[0] > 1 and not np.all(np.diff(ts_np) > 0):
+            raise ValueError(f"{increasing_msg} Got ts={ts_np!r}.")
+        if ts_np[0] < float(t0) or ts_np[-1] > float(t1):
+            raise ValueError(f"{range_msg} Got ts from {ts_np[0]} to {ts_np[-1]}.")
+        return ts
+    if ts.shape[0] > 1:
+        ts = eqx.error_if(ts, jnp.any(jnp.diff(ts) <= 0), increasing_msg)
+    ts = eqx.error_if(ts, (ts[0] < t0) | (ts[-1] > t1), range_msg)
+    return ts
+
+
+def check_interval(owner: str, t0: Any, t1: Any) -> None:
+    """Raise `ValueError` when concrete `t0 >= t1`."""
+    if all(is_concrete(x) for x in (t0, t1)) and not float(t1) > float(t0):
+        raise ValueError(
+            f"{owner}: the time interval needs t1 > t0, got t0={t0}, t1={t1}. Integrating "
+            "backwards in time is not supported by this model; reparametrise time instead."
+        )

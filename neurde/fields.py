@@ -1,0 +1,202 @@
+"""The one vector-field interface, `f(t, y, args)`, and its basic fields.
+
+Every model family in neurde — discrete residual stacks, neural ODEs, SDE drifts and
+diffusions, score networks — takes a field of this shape, the signature Diffrax uses, so the
+same field can be dropped into a ResNet, a neural ODE or an SDE.
+"""
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
+
+from ._types import Args, Scalar
+
+
+class AbstractField(eqx.Module):
+    """A vector field `f(t, y, args)`: time, one state (a PyTree), extra arguments.
+
+    Subclasses implement `__call__` for a single, unbatched state and return a PyTree whose
+    structure the consuming model defines (the state's own structure for an ODE drift; a
+    diffusion may return a matrix).
+    """
+
+    @abc.abstractmethod
+    def __call__(self, t: Scalar, y: PyTree[Array], args: Args) -> PyTree[Array]:
+        """Evaluate the field at time `t` and state `y`."""
+
+
+def _identity(x: Array) -> Array:
+    return x
+
+
+class MLPField(AbstractField):
+    r"""A multilayer perceptron field $f_\theta(t, y)$ on vector states.
+
+    With `time_dependent=True` the time is concatenated to the input, $f_\theta([y; t])$, as in
+    Chen et al. (2018); otherwise the field is autonomous. The output is reshaped to
+    `out_shape`, so the same class serves as an ODE drift (`out_shape=(size,)`) or a general
+    SDE diffusion (`out_shape=(size, noise_size)`).
+
+    **Arguments:**
+
+    - `size`: dimension of the state `y`.
+    - `width_size`, `depth`: hidden width and number of hidden layers.
+    - `out_shape`: shape of the output; defaults to `(size,)`.
+    - `time_dependent`: concatenate `t` to the input.
+    - `activation`: hidden activation (default `softplus`, smooth so solvers take large steps).
+    - `final_activation`: applied to the output (e.g. `jnp.tanh` to bound the field).
+    - `dtype`: parameter dtype; defaults to JAX's default float.
+    - `key`: initialisation key.
+
+    References: Chen, Rubanova, Bettencourt, Duvenaud, "Neural Ordinary Differential
+    Equations", NeurIPS 2018.
+    """
+
+    mlp: eqx.nn.MLP
+    size: int = eqx.field(static=True)
+    out_shape: tuple[int, ...] = eqx.field(static=True)
+    time_dependent: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        size: int,
+        width_size: int = 64,
+        depth: int = 2,
+        *,
+        out_shape: tuple[int, ...] | None = None,
+        time_dependent: bool = False,
+        activation: Callable[[Array], Array] = jax.nn.softplus,
+        final_activation: Callable[[Array], Array] = _identity,
+        dtype: Any = None,
+        key: PRNGKeyArray,
+    ):
+        for name, value, low in (("size", size, 1), ("width_size", width_size, 1)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(
+                    f"MLPField: `{name}` must be an integer >= {low}, got {value!r}."
+                )
+        if not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"MLPField: `depth` must be an integer >= 0, got {depth!r}.")
+        out_shape = (size,) if out_shape is None else tuple(int(s) for s in out_shape)
+        if any(s < 1 for s in out_shape):
+            raise ValueError(f"MLPField: `out_shape` must be positive, got {out_shape}.")
+        self.size = size
+        self.out_shape = out_shape
+        self.time_dependent = time_dependent
+        out_size = 1
+        for s in out_shape:
+            out_size *= s
+        self.mlp = eqx.nn.MLP(
+            in_size=size + int(time_dependent),
+            out_size=out_size,
+            width_size=width_size,
+            depth=depth,
+            activation=activation,
+            final_activation=final_activation,
+            dtype=dtype,
+            key=key,
+        )
+
+    def __call__(self, t: Scalar, y: Float[Array, " size"], args: Args) -> Float[Array, "..."]:
+        del args
+        if y.shape != (self.size,):
+            raise ValueError(
+                f"MLPField: the state has shape {y.shape} but this field was built for "
+                f"states of shape ({self.size},). Build it with `size={y.shape[-1]}` if the "
+                "state is a vector, or flatten the state first."
+            )
+        if self.time_dependent:
+            y = jnp.concatenate([y, jnp.broadcast_to(jnp.asarray(t, y.dtype), (1,))])
+        return self.mlp(y).reshape(self.out_shape)
+
+
+class LinearField(AbstractField):
+    r"""The linear field $f(t, y) = A y$; the exact flow is $y(t) = e^{A t} y_0$.
+
+    Used for convergence tests and as a trainable linear model.
+
+    **Arguments:**
+
+    - `matrix`: the square matrix $A$.
+    """
+
+    matrix: Float[Array, "size size"]
+
+    def __init__(self, matrix: Float[ArrayLike, "size size"]):
+        matrix = jnp.asarray(matrix)
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(
+                f"LinearField: `matrix` must be square, got shape {matrix.shape}."
+            )
+        self.matrix = matrix
+
+    def __call__(self, t: Scalar, y: Float[Array, " size"], args: Args) -> Float[Array, " size"]:
+        del t, args
+        return self.matrix @ y
+
+    @classmethod
+    def random(cls, size: int, *, scale: float = 1.0, key: PRNGKeyArray) -> "LinearField":
+        """A linear field with i.i.d. normal entries of standard deviation `scale / sqrt(size)`."""
+        return cls(scale * jr.normal(key, (size, size)) / jnp.sqrt(size))
+
+
+class FunctionField(AbstractField):
+    """Wrap any callable (a plain function or an Equinox module) as a field.
+
+    `fn` is called as `fn(t, y, args)`; with `autonomous=True` it is called as `fn(y)`, so an
+    `eqx.nn.MLP` or any `y -> dy` module becomes a field directly. If `fn` is an Equinox module
+    its parameters are part of the field and are trained with it.
+
+    **Arguments:**
+
+    - `fn`: the callable.
+    - `autonomous`: call `fn(y)` instead of `fn(t, y, args)`.
+    """
+
+    fn: Callable[..., Any]
+    autonomous: bool = eqx.field(static=True)
+
+    def __init__(self, fn: Callable[..., Any], *, autonomous: bool = False):
+        if not callable(fn):
+            raise TypeError(
+                f"FunctionField: `fn` must be callable as fn(t, y, args) (or fn(y) with "
+                f"autonomous=True), got an object of type {type(fn).__name__}."
+            )
+        self.fn = fn
+        self.autonomous = autonomous
+
+    def __call__(self, t: Scalar, y: PyTree[Array], args: Args) -> PyTree[Array]:
+        if self.autonomous:
+            return self.fn(y)
+        return self.fn(t, y, args)
+
+
+def as_field(field: Any) -> AbstractField:
+    """Return `field` as an `AbstractField`: fields pass through, callables are wrapped.
+
+    **Arguments:**
+
+    - `field`: an `AbstractField`, or a callable `f(t, y, args)`.
+
+    **Returns:**
+
+    An `AbstractField`. Raises `TypeError` for anything that is not callable.
+    """
+    if isinstance(field, AbstractField):
+        return field
+    if callable(field):
+        return FunctionField(field)
+    raise TypeError(
+        "Expected a vector field: an `neurde.AbstractField` or a callable f(t, y, args), "
+        f"got an object of type {type(field).__name__}. Wrap an autonomous module with "
+        "`neurde.FunctionField(module, autonomous=True)`."
+    )
+
+
+__all__ = ["AbstractField", "FunctionField", "LinearField", "MLPField", "as_field"]

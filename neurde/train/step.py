@@ -1,0 +1,97 @@
+"""One optimisation step, compiled: the building block of `fit` and of hand-written loops."""
+
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, PRNGKeyArray, PyTree
+
+from ..tolerances import trainable
+
+LossFn: TypeAlias = Callable[[Any, Any, PRNGKeyArray], Any]
+"""`loss(model, batch, key)` returning a scalar, or `(scalar, aux)` with `aux` a dict of
+metrics (e.g. `{"nfe": ...}`) that `fit` records."""
+
+Step: TypeAlias = Callable[
+    [Any, optax.OptState, Any, PRNGKeyArray], tuple[Any, optax.OptState, Array, dict]
+]
+
+
+def init_optimizer(optim: optax.GradientTransformation, model: Any) -> optax.OptState:
+    """Optimizer state for the trainable leaves of `model` (tolerances excluded).
+
+    **Arguments:**
+
+    - `optim`: an Optax transformation.
+    - `model`: the model to train.
+
+    **Returns:**
+
+    `optim.init(eqx.filter(model, neurde.trainable(model)))`.
+    """
+    return optim.init(eqx.filter(model, trainable(model)))
+
+
+def _split_aux(out: Any) -> tuple[Array, dict]:
+    loss, aux = out if isinstance(out, tuple) else (out, {})
+    loss = jnp.asarray(loss)
+    if loss.shape != ():
+        raise ValueError(
+            f"The loss must return a scalar (or a (scalar, aux) pair), got shape {loss.shape}. "
+            "Reduce over the batch, e.g. with `jnp.mean`."
+        )
+    if not isinstance(aux, dict):
+        raise TypeError(
+            f"The loss's aux output must be a dict of metrics, got {type(aux).__name__}."
+        )
+    return loss, aux
+
+
+def step_once(
+    loss_fn: LossFn,
+    optim: optax.GradientTransformation,
+    model: Any,
+    opt_state: optax.OptState,
+    batch: Any,
+    key: PRNGKeyArray,
+) -> tuple[Any, optax.OptState, Array, dict]:
+    """One uncompiled step; `make_step` and `make_ensemble_step` compile it."""
+    params, static = eqx.partition(model, trainable(model))
+
+    def loss_of(p: PyTree) -> tuple[Array, dict]:
+        return _split_aux(loss_fn(eqx.combine(p, static), batch, key))
+
+    (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+    updates, opt_state = optim.update(grads, opt_state, params)
+    model = eqx.apply_updates(model, updates)
+    return model, opt_state, loss, aux
+
+
+def make_step(loss_fn: LossFn, optim: optax.GradientTransformation) -> Step:
+    """A jitted training step `step(model, opt_state, batch, key)`.
+
+    The gradient is taken with respect to `neurde.trainable(model)` (every inexact array
+    except solver tolerances) and applied with `optim`.
+
+    **Arguments:**
+
+    - `loss_fn`: `loss(model, batch, key) -> scalar` or `(scalar, aux_dict)`.
+    - `optim`: an Optax transformation; initialise its state with
+      `neurde.init_optimizer(optim, model)`.
+
+    **Returns:**
+
+    `step(model, opt_state, batch, key) -> (model, opt_state, loss, aux)`, compiled once per
+    model structure and batch shape.
+    """
+
+    def step(model, opt_state, batch, key):
+        return step_once(loss_fn, optim, model, opt_state, batch, key)
+
+    return eqx.filter_jit(step)
+
+
+__all__ = ["LossFn", "Step", "init_optimizer", "make_step", "step_once"]
