@@ -43,7 +43,7 @@ def check_state(owner: str, y0: PyTree[Any]) -> PyTree[Array]:
                 "`y0.astype(jnp.float32)`."
             )
         if is_concrete(leaf):
-            if not bool(jnp.all(jnp.isfinite(leaf))):
+            if not np.all(np.isfinite(np.asarray(leaf))):
                 raise ValueError(
                     f"{owner}: the initial state `y0` contains NaN or inf "
                     f"(value {np.asarray(leaf)!r}). Check the data or the encoder that made it."

@@ -78,9 +78,7 @@ class MLPField(AbstractField):
     ):
         for name, value, low in (("size", size, 1), ("width_size", width_size, 1)):
             if not isinstance(value, int) or value < low:
-                raise ValueError(
-                    f"MLPField: `{name}` must be an integer >= {low}, got {value!r}."
-                )
+                raise ValueError(f"MLPField: `{name}` must be an integer >= {low}, got {value!r}.")
         if not isinstance(depth, int) or depth < 0:
             raise ValueError(f"MLPField: `depth` must be an integer >= 0, got {depth!r}.")
         out_shape = (size,) if out_shape is None else tuple(int(s) for s in out_shape)
@@ -131,9 +129,7 @@ class LinearField(AbstractField):
     def __init__(self, matrix: Float[ArrayLike, "size size"]):
         matrix = jnp.asarray(matrix)
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-            raise ValueError(
-                f"LinearField: `matrix` must be square, got shape {matrix.shape}."
-            )
+            raise ValueError(f"LinearField: `matrix` must be square, got shape {matrix.shape}.")
         self.matrix = matrix
 
     def __call__(self, t: Scalar, y: Float[Array, " size"], args: Args) -> Float[Array, " size"]:

@@ -124,9 +124,7 @@ class NeuralODE(eqx.Module):
         owner = "NeuralODE"
         self.field = as_field(field)
         self.solver = diffrax.Tsit5() if solver is None else solver
-        self.stepsize_controller = resolve_controller(
-            owner, self.solver, stepsize_controller, dt0
-        )
+        self.stepsize_controller = resolve_controller(owner, self.solver, stepsize_controller, dt0)
         self.tolerances = Tolerances(rtol, atol)
         self.adjoint = resolve_adjoint(owner, adjoint)
         if t1 is not None:
@@ -228,7 +226,7 @@ class NeuralODE(eqx.Module):
 
     def stats(self, solution: diffrax.Solution) -> dict[str, Int[Array, ""]]:
         """Number of function evaluations and steps of a solve made by this model."""
-        return solver_stats(solution, self.solver, self.controller(), self.dt0)
+        return solver_stats(solution, self.solver)
 
 
 __all__ = ["NeuralODE"]

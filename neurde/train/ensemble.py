@@ -19,9 +19,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 from .step import LossFn, Step, init_optimizer, step_once
 
 
-def make_ensemble(
-    make_model: Callable[[PRNGKeyArray], Any], n: int, *, key: PRNGKeyArray
-) -> Any:
+def make_ensemble(make_model: Callable[[PRNGKeyArray], Any], n: int, *, key: PRNGKeyArray) -> Any:
     """Build `n` independently initialised models as one stacked module.
 
     **Arguments:**
