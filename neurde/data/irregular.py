@@ -1,5 +1,8 @@
 """Irregularly observed trajectories: random observation masks and a masked loss."""
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
@@ -47,6 +50,11 @@ def random_mask(
             "non-negative integer, with time as the last axis. Pass e.g. `shape=(n, times)`."
         )
     _checks.prng_key(fn, key)
+    return _draw_mask(key, keep_prob, shape, keep_first)
+
+
+@functools.partial(jax.jit, static_argnames=("shape", "keep_first"))
+def _draw_mask(key, keep_prob, shape, keep_first):
     mask = jr.bernoulli(key, keep_prob, shape)
     if keep_first:
         mask = mask.at[..., 0].set(True)
@@ -118,6 +126,11 @@ def masked_mse(
             f"mask {mask.shape}. For trajectories pass `pred` and `target` of shape "
             "(n, times, dim) and `mask` of shape (n, times)."
         )
+    return _masked_mse(pred, target, mask)
+
+
+@jax.jit
+def _masked_mse(pred, target, mask):
     observed = mask.astype(bool)[..., None]
     # `where` before squaring rather than a product with the mask: NaN placeholders in
     # unobserved targets then vanish from both the value and the gradient.

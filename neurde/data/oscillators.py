@@ -5,7 +5,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float, PRNGKeyArray, Real
+import numpy as np
+from jaxtyping import Array, Bool, Float, PRNGKeyArray, Real
 
 from . import _checks
 from ._integrate import integrate
@@ -15,7 +16,7 @@ from .trajectories import Trajectories
 def oscillator_field(
     t: Real[Array, ""] | float,
     y: Float[Array, " 2"],
-    args: tuple[Real[Array, ""] | float, Real[Array, ""] | float, bool],
+    args: tuple[Real[Array, ""] | float, Real[Array, ""] | float, Bool[Array, ""] | bool],
 ) -> Float[Array, " 2"]:
     r"""Vector field of a damped harmonic oscillator or a damped pendulum.
 
@@ -29,8 +30,8 @@ def oscillator_field(
 
     - `t`: time (unused; the field is autonomous).
     - `y`: the state $(x, v)$, shape `(2,)`.
-    - `args`: a tuple `(frequency, damping, nonlinear)`; `nonlinear` is a Python bool
-      selecting the pendulum.
+    - `args`: a tuple `(frequency, damping, nonlinear)`; `nonlinear` is a boolean (Python
+      or JAX) selecting the pendulum.
 
     **Returns:**
 
@@ -39,7 +40,8 @@ def oscillator_field(
     del t
     frequency, damping, nonlinear = args
     x, v = y[0], y[1]
-    restoring = jnp.sin(x) if nonlinear else x
+    # `where` rather than `if`, so `nonlinear` may also be a traced boolean.
+    restoring = jnp.where(nonlinear, jnp.sin(x), x)
     return jnp.stack([v, -2 * damping * frequency * v - frequency**2 * restoring])
 
 
@@ -149,7 +151,12 @@ def oscillator(
     dtype = _checks.float_dtype(fn, dtype)
     _checks.prng_key(fn, key)
 
-    regime = "under" if damping < 1 else "critical" if damping == 1 else "over"
+    # Classify after rounding to `dtype`: 1 - 1e-9 is critical damping in float32, and the
+    # under-damped formula would divide by a zero frequency there.
+    rounded = np.asarray(damping, dtype)
+    regime = "under" if rounded < 1 else "critical" if rounded == 1 else "over"
+    if nonlinear:
+        regime = None  # unused; keeps one compilation for every pendulum damping
     return _sample(
         key, n_trajectories, n_times, t1, frequency, damping, nonlinear, regime, noise, dtype
     )

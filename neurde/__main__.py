@@ -1,0 +1,7 @@
+"""`python -m neurde` is the `neurde` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,12 @@
+"""Experiments behind `neurde run NAME`: each module has NAME, DESCRIPTION, add_arguments, run.
+
+Importing this package does not import matplotlib; each experiment imports it when it draws.
+"""
+
+from types import ModuleType
+
+from . import spiral
+
+EXPERIMENTS: dict[str, ModuleType] = {module.NAME: module for module in (spiral,)}
+
+__all__ = ["EXPERIMENTS"]

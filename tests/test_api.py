@@ -1,0 +1,60 @@
+"""The public API: what `neurde` re-exports, each with a docstring; import stays light."""
+
+import inspect
+import subprocess
+import sys
+
+import neurde
+import neurde.data
+import neurde.train
+
+PUBLIC_MODULES = [neurde, neurde.data, neurde.train]
+
+
+def _public(module):
+    return [name for name in dir(module) if not name.startswith("_")]
+
+
+def test_every_public_name_has_a_docstring():
+    missing = []
+    for module in PUBLIC_MODULES:
+        for name in _public(module):
+            obj = getattr(module, name)
+            if inspect.ismodule(obj) or not (inspect.isclass(obj) or callable(obj)):
+                continue
+            if not (obj.__doc__ or "").strip():
+                missing.append(f"{module.__name__}.{name}")
+    assert not missing, f"public names without a docstring: {missing}"
+
+
+def test_core_names_are_exported():
+    for name in [
+        "NeuralODE",
+        "NeuralSDE",
+        "MLPField",
+        "FunctionField",
+        "LinearField",
+        "AbstractField",
+        "RK4",
+        "Tolerances",
+        "trainable",
+        "fit",
+        "make_step",
+        "save",
+        "load",
+        "make_ensemble",
+        "ensemble_predict",
+        "GridBrownianPath",
+        "solver_stats",
+    ]:
+        assert hasattr(neurde, name), name
+
+
+def test_import_does_not_pull_in_matplotlib_or_the_cli():
+    code = (
+        "import sys, neurde; "
+        "bad = [m for m in ('matplotlib', 'neurde.cli', 'neurde.experiments') "
+        "if m in sys.modules]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

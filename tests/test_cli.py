@@ -1,0 +1,48 @@
+"""The `neurde` command line: help lists experiments, a tiny run writes report and figure."""
+
+import subprocess
+import sys
+
+import pytest
+
+from neurde.cli import build_parser, main
+
+
+def test_help_lists_experiments(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["run", "--help"])
+    assert exit_info.value.code == 0
+    assert "spiral" in capsys.readouterr().out
+
+
+def test_list_command(capsys):
+    assert main(["list"]) == 0
+    assert "spiral" in capsys.readouterr().out
+
+
+def test_unknown_experiment_is_an_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "nonexistent"])
+    assert "invalid choice: 'nonexistent'" in capsys.readouterr().err
+
+
+def test_quick_and_full_are_exclusive(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "spiral", "--quick", "--full"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_tiny_spiral_run_writes_report_and_figure(tmp_path):
+    out = tmp_path / "spiral"
+    args = ["run", "spiral", "--steps", "6", "--trajectories", "20", "--width", "8"]
+    assert main([*args, "--out", str(out), "--no-cache", "--no-progress"]) == 0
+    report = (out / "report.md").read_text()
+    assert "test RMSE" in report and "spiral.png" in report
+    assert (out / "spiral.png").stat().st_size > 10_000
+
+
+def test_module_entry_point_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "neurde", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "run" in out.stdout
