@@ -12,12 +12,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from jaxtyping import Array, PyTree
 
 
 def is_concrete(x: Any) -> bool:
     """True when `x` holds values now (not a tracer inside `jit`/`grad`/`vmap`)."""
-    return not isinstance(x, jax.core.Tracer)
+    return not isinstance(x, Tracer)
 
 
 def check_positive(owner: str, name: str, value: Any, fix: str = "") -> None:

@@ -29,11 +29,12 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
     - `key`: the randomness.
     """
 
-    t0: float = eqx.field(static=True)
-    t1: float = eqx.field(static=True)
+    # Diffrax declares these as abstract variables; concrete floats here, as in its own paths.
+    t0: float = eqx.field(static=True)  # pyright: ignore
+    t1: float = eqx.field(static=True)  # pyright: ignore
     dt: float = eqx.field(static=True)
     values: Float[Array, "points ..."]
-    levy_area: type[diffrax.BrownianIncrement] = eqx.field(static=True)
+    levy_area: type[diffrax.BrownianIncrement] = eqx.field(static=True)  # pyright: ignore
 
     def __init__(
         self,
@@ -45,12 +46,14 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
         dtype: Any = None,
         key: PRNGKeyArray,
     ):
-        self.t0, self.t1, self.dt = float(t0), float(t1), float(dt)
+        self.t0 = float(t0)  # pyright: ignore[reportIncompatibleVariableOverride]
+        self.t1 = float(t1)  # pyright: ignore[reportIncompatibleVariableOverride]
+        self.dt = float(dt)
         n = math.ceil((self.t1 - self.t0) / self.dt - 1e-9)
         dtype = jnp.result_type(float) if dtype is None else dtype
         steps = jr.normal(key, (n, *shape), dtype) * jnp.sqrt(jnp.asarray(self.dt, dtype))
         self.values = jnp.concatenate([jnp.zeros((1, *shape), dtype), jnp.cumsum(steps, 0)])
-        self.levy_area = diffrax.BrownianIncrement
+        self.levy_area = diffrax.BrownianIncrement  # pyright: ignore
 
     def _at(self, t: Any) -> Array:
         s = jnp.clip((t - self.t0) / self.dt, 0, self.values.shape[0] - 1)
@@ -85,6 +88,7 @@ def make_brownian(
         return GridBrownianPath(t0, t1, dt0, shape, dtype=dtype, key=key)
     if tol is None:
         tol = dt0 / 2 if dt0 is not None else (t1 - t0) / 2**12
+    assert tol is not None
     return diffrax.VirtualBrownianTree(t0, t1, tol=tol, shape=shape, key=key, levy_area=levy_area)
 
 

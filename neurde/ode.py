@@ -5,6 +5,7 @@ from typing import Any
 import diffrax
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
@@ -160,34 +161,34 @@ class NeuralODE(eqx.Module):
         evaluations.
         """
         owner = "NeuralODE"
-        t0 = self.t0 if t0 is None else t0
-        t1 = self.t1 if t1 is None else t1
-        if t1 is None:
+        start: Any = self.t0 if t0 is None else t0
+        end: Any = self.t1 if t1 is None else t1
+        if end is None:
             if ts is None:
                 raise ValueError(
                     f"{owner}: no end time. Pass save times `ts=...`, or build the model "
                     "with `t1=...` (e.g. `NeuralODE(field, t1=1.0)`), or call with `t1=...`."
                 )
-            t1 = jax.numpy.asarray(ts)[-1]
-        check_interval(owner, t0, t1)
-        y0 = check_state(owner, y0)
-        check_field_output(owner, "vector field", self.field, t0, y0, args, want=y0)
+            end = jnp.asarray(ts)[-1]
+        check_interval(owner, start, end)
+        state = check_state(owner, y0)
+        check_field_output(owner, "vector field", self.field, start, state, args, want=state)
         if ts is None:
             saveat = diffrax.SaveAt(t1=True)
         else:
-            saveat = diffrax.SaveAt(ts=check_times(owner, ts, t0, t1))
+            saveat = diffrax.SaveAt(ts=check_times(owner, ts, start, end))
         controller = self.controller()
         solution = diffrax.diffeqsolve(
             diffrax.ODETerm(self.field),
             self.solver,
-            t0=t0,
-            t1=t1,
+            t0=start,
+            t1=end,
             dt0=self.dt0,
-            y0=y0,
+            y0=state,
             args=args,
             saveat=saveat,
             stepsize_controller=controller,
-            adjoint=fixed_step_adjoint(self.adjoint, controller, t0, t1, self.dt0),
+            adjoint=fixed_step_adjoint(self.adjoint, controller, start, end, self.dt0),
             max_steps=self.max_steps,
             throw=False,
         )

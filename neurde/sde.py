@@ -235,18 +235,18 @@ class NeuralSDE(eqx.Module):
     ) -> diffrax.Solution:
         """Solve from `y0` and return the full `diffrax.Solution`; arguments as `__call__`."""
         owner = "NeuralSDE"
-        t0 = self.t0 if t0 is None else t0
-        t1 = self.t1 if t1 is None else t1
-        if t1 is None:
+        start: Any = self.t0 if t0 is None else t0  # may be traced
+        end: Any = self.t1 if t1 is None else t1
+        if end is None:
             if ts is None:
                 raise ValueError(
                     f"{owner}: no end time. Pass save times `ts=...`, or build the model "
                     "with `t1=...`, or call with `t1=...`."
                 )
-            t1 = jnp.asarray(ts)[-1]
-        check_interval(owner, t0, t1)
-        y0 = check_state(owner, y0)
-        self._check(y0, t0, args)
+            end = jnp.asarray(ts)[-1]
+        check_interval(owner, start, end)
+        state: Any = check_state(owner, y0)
+        self._check(state, start, args)
         drift = diffrax.ODETerm(self.drift)
         solver = self.solver
         if self.inference:
@@ -261,24 +261,24 @@ class NeuralSDE(eqx.Module):
                     "motion: call `model(y0, ts, key=jr.key(0))`. To drop the noise instead, "
                     "use `eqx.nn.inference_mode(model)` (or `NeuralSDE(..., inference=True)`)."
                 )
-            terms = diffrax.MultiTerm(drift, self._diffusion_term(y0, t0, t1, key))
+            terms = diffrax.MultiTerm(drift, self._diffusion_term(state, start, end, key))
         saveat = (
             diffrax.SaveAt(t1=True)
             if ts is None
-            else diffrax.SaveAt(ts=check_times(owner, ts, t0, t1))
+            else diffrax.SaveAt(ts=check_times(owner, ts, start, end))
         )
         controller = self.controller()
         solution = diffrax.diffeqsolve(
             terms,
             solver,
-            t0=t0,
-            t1=t1,
+            t0=start,
+            t1=end,
             dt0=self.dt0,
-            y0=y0,
+            y0=state,
             args=args,
             saveat=saveat,
             stepsize_controller=controller,
-            adjoint=fixed_step_adjoint(self.adjoint, controller, t0, t1, self.dt0),
+            adjoint=fixed_step_adjoint(self.adjoint, controller, start, end, self.dt0),
             max_steps=self.max_steps,
             throw=False,
         )
@@ -312,7 +312,8 @@ class NeuralSDE(eqx.Module):
         The state at `t1`, or the states at each of `ts` stacked on a leading axis.
         """
         solution = self.solve(y0, ts, args=args, t0=t0, t1=t1, key=key)
-        return squeeze_final(solution.ys) if ts is None else solution.ys
+        ys: Any = solution.ys
+        return squeeze_final(ys) if ts is None else ys
 
     def stats(self, solution: diffrax.Solution) -> dict[str, Int[Array, ""]]:
         """Number of drift evaluations and steps of a solve made by this model."""

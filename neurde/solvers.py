@@ -34,7 +34,7 @@ class RK4(AbstractERK):
     Differentialgleichungen", Z. Math. Phys. 46 (1901).
     """
 
-    tableau: ClassVar[ButcherTableau] = _rk4_tableau
+    tableau: ClassVar[ButcherTableau] = _rk4_tableau  # pyright: ignore[reportIncompatibleVariableOverride]
     interpolation_cls: ClassVar[Callable[..., diffrax.ThirdOrderHermitePolynomialInterpolation]] = (
         diffrax.ThirdOrderHermitePolynomialInterpolation.from_k
     )

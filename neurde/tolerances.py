@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
+from ._validation import is_concrete
+
 
 class Tolerances(eqx.Module):
     """Relative and absolute tolerances of an adaptive step-size controller.
@@ -29,7 +31,7 @@ class Tolerances(eqx.Module):
 
     def __init__(self, rtol: Float[ArrayLike, ""] = 1e-3, atol: Float[ArrayLike, ""] = 1e-6):
         for name, value in (("rtol", rtol), ("atol", atol)):
-            if isinstance(value, jax.core.Tracer):
+            if not is_concrete(value):
                 continue
             if not np.all(np.asarray(value) > 0):
                 raise ValueError(

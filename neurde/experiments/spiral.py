@@ -46,6 +46,8 @@ class SpiralConfig:
     trajectories: int = 320
     times: int = 40
     t1: float = 3.0
+    min_radius: float = 1.0
+    max_radius: float = 1.5
     noise: float = 0.02
     width: int = 64
     depth: int = 2
@@ -114,7 +116,15 @@ def _loss(n_times: int, ts: jax.Array):
 def train(config: SpiralConfig, *, progress: bool = True) -> SpiralResult:
     """Generate the data, train with the two-phase curriculum, evaluate on held-out data."""
     data_key, model_key, fit_key = jr.split(jr.key(config.seed), 3)
-    traj = spiral(config.trajectories, config.times, t1=config.t1, noise=config.noise, key=data_key)
+    traj = spiral(
+        config.trajectories,
+        config.times,
+        t1=config.t1,
+        noise=config.noise,
+        min_radius=config.min_radius,
+        max_radius=config.max_radius,
+        key=data_key,
+    )
     train_set, test_set = traj.split(0.8)
     model = build_model(config, key=model_key)
     optim = optax.adam(optax.cosine_decay_schedule(config.learning_rate, config.steps))
