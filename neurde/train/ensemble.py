@@ -75,7 +75,12 @@ def make_ensemble_step(
     def member_step(model, opt_state, batch, key):
         return step_once(loss_fn, optim, model, opt_state, batch, key)
 
-    vstep = eqx.filter_vmap(member_step, in_axes=(0, 0, batch_axis, 0))
+    # `eqx.if_array(0)`: map the arrays only; functions and flags in the model are shared.
+    member_axes = eqx.if_array(0)
+    batch_axes = None if batch_axis is None else eqx.if_array(batch_axis)
+    vstep = eqx.filter_vmap(
+        member_step, in_axes=(member_axes, member_axes, batch_axes, member_axes)
+    )
 
     def step(ensemble, opt_states, batch, key):
         keys = jr.split(key, ensemble_size(ensemble))
@@ -102,7 +107,7 @@ def ensemble_predict(
     `(mean, std)` over the member axis, each with the structure of one prediction.
     """
     apply = (lambda m, x: m(x)) if fn is None else fn
-    preds = eqx.filter_vmap(apply, in_axes=(0, None))(ensemble, x)
+    preds = eqx.filter_vmap(apply, in_axes=(eqx.if_array(0), None))(ensemble, x)
     mean = jax.tree.map(lambda p: jnp.mean(p, axis=0), preds)
     std = jax.tree.map(lambda p: jnp.std(p, axis=0), preds)
     return mean, std

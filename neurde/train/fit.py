@@ -79,7 +79,9 @@ def _as_iterator(data: Any, batch_size: int | None, key: PRNGKeyArray) -> Iterat
                 "well. Drop `batch_size`, or pass the arrays instead of the iterator."
             )
         return data
-    if isinstance(data, Iterable) and not isinstance(data, (tuple, list, dict)):
+    if isinstance(data, Iterable) and not isinstance(
+        data, (tuple, list, dict, jax.Array, np.ndarray)
+    ):
         return iter(data)
     return _batches(data, batch_size, key)
 
@@ -153,7 +155,13 @@ def fit(
     history = History()
     bar = tqdm(range(steps), disable=not progress, desc="fit", dynamic_ncols=True)
     for i in bar:
-        batch = next(batches)
+        try:
+            batch = next(batches)
+        except StopIteration:
+            raise ValueError(
+                f"fit: `data` ran out after {i} batches but `steps={steps}`. Pass at least "
+                "`steps` batches, fewer `steps`, or arrays (minibatched indefinitely)."
+            ) from None
         start = time.perf_counter()
         try:
             new_model, new_opt_state, loss, aux = step_fn(
