@@ -1,0 +1,21 @@
+"""Family (a): discrete architectures read as numerical schemes (depth = time).
+
+One vector field, dropped into different schemes, gives ResNet (`Euler`), PolyNet,
+LM-ResNet (`LinearMultistep`), RK-Nets (`RungeKutta`), midpoint and leapfrog nets, Momentum
+ResNets, RevNet and Hamiltonian nets (`AdditiveCoupling`); `ResidualStack` scans any of them
+over depth.
+"""
+
+from .coupling import (
+    AbstractCouplingBlock as AbstractCouplingBlock,
+    AdditiveCoupling as AdditiveCoupling,
+    CouplingBlock as CouplingBlock,
+    HamiltonianBlock as HamiltonianBlock,
+)
+from .euler import Euler as Euler, PolyNet as PolyNet
+from .leapfrog import Leapfrog as Leapfrog
+from .momentum import Momentum as Momentum
+from .multistep import LinearMultistep as LinearMultistep, Midpoint as Midpoint
+from .runge_kutta import RungeKutta as RungeKutta
+from .scheme import AbstractScheme as AbstractScheme
+from .stack import ResidualStack as ResidualStack
