@@ -6,6 +6,7 @@ ResNets, RevNet and Hamiltonian nets (`AdditiveCoupling`); `ResidualStack` scans
 over depth.
 """
 
+from .classifier import ARCHITECTURES as ARCHITECTURES, Classifier as Classifier
 from .coupling import (
     AbstractCouplingBlock as AbstractCouplingBlock,
     AdditiveCoupling as AdditiveCoupling,
@@ -13,6 +14,11 @@ from .coupling import (
     HamiltonianBlock as HamiltonianBlock,
 )
 from .euler import Euler as Euler, PolyNet as PolyNet
+from .fields import (
+    AntisymmetricField as AntisymmetricField,
+    ConvField as ConvField,
+    PDEField as PDEField,
+)
 from .leapfrog import Leapfrog as Leapfrog
 from .momentum import Momentum as Momentum
 from .multistep import LinearMultistep as LinearMultistep, Midpoint as Midpoint

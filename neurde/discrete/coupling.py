@@ -43,7 +43,7 @@ class CouplingBlock(AbstractCouplingBlock):
 
 
 class HamiltonianBlock(AbstractCouplingBlock):
-    r"""The Hamiltonian network's fields: $\dot y = \sigma(K z + b)$, $\dot z = -\sigma(K^\top y + b)$.
+    r"""Hamiltonian-net fields $\dot y = \sigma(K z + b)$, $\dot z = -\sigma(K^\top y + b)$.
 
     As a coupling block the momentum $z$ is the first half and $y$ the second, so one Verlet
     (symplectic Euler) step reads $z_{j+1} = z_j - h\sigma(K_j^\top y_j + b_j)$,

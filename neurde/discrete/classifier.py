@@ -1,0 +1,175 @@
+"""Complete classifiers: input embedding, a residual stack of any scheme, pooling, linear head."""
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ..fields import MLPField
+from .coupling import AdditiveCoupling, CouplingBlock, HamiltonianBlock
+from .euler import Euler, PolyNet
+from .fields import AntisymmetricField, ConvField, PDEField
+from .leapfrog import Leapfrog
+from .momentum import Momentum
+from .multistep import LinearMultistep, Midpoint
+from .runge_kutta import RungeKutta
+from .scheme import AbstractScheme
+from .stack import ResidualStack
+
+_VECTOR_ONLY = ("antisymmetric", "hamiltonian")
+_IMAGE_ONLY = ("parabolic", "hyperbolic")
+ARCHITECTURES = (
+    "resnet",
+    "polynet",
+    "rk2",
+    "rk4",
+    "lm-resnet",
+    "midpoint",
+    "leapfrog",
+    "momentum",
+    "revnet",
+    "antisymmetric",
+    "hamiltonian",
+    "parabolic",
+    "hyperbolic",
+)
+
+
+def _scheme(architecture: str, depth: int) -> AbstractScheme:
+    schemes: dict[str, Callable[[], AbstractScheme]] = {
+        "resnet": Euler,
+        "antisymmetric": Euler,
+        "parabolic": Euler,
+        "polynet": PolyNet,
+        "rk2": RungeKutta.rk2,
+        "rk4": RungeKutta.rk4,
+        "lm-resnet": lambda: LinearMultistep(depth),
+        "midpoint": lambda: Midpoint(depth),
+        "leapfrog": Leapfrog,
+        "hyperbolic": Leapfrog,
+        "momentum": Momentum,
+        "revnet": AdditiveCoupling,
+        "hamiltonian": AdditiveCoupling,
+    }
+    return schemes[architecture]()
+
+
+def _block_maker(
+    architecture: str, width: int, spatial_dims: int, hidden: int
+) -> Callable[[PRNGKeyArray], Any]:
+    def field(size: int, key: PRNGKeyArray) -> Any:
+        if spatial_dims:
+            return ConvField(size, num_spatial_dims=spatial_dims, key=key)
+        return MLPField(size, hidden, 1, activation=jnp.tanh, key=key)
+
+    def make(key: PRNGKeyArray) -> Any:
+        if architecture == "revnet":
+            k1, k2 = jr.split(key)
+            return CouplingBlock(field(width // 2, k1), field(width // 2, k2))
+        if architecture == "hamiltonian":
+            return HamiltonianBlock(width // 2, key=key)
+        if architecture == "antisymmetric":
+            return AntisymmetricField(width, key=key)
+        if architecture in _IMAGE_ONLY:
+            return PDEField(width, num_spatial_dims=spatial_dims, key=key)
+        return field(width, key)
+
+    return make
+
+
+class Classifier(eqx.Module):
+    r"""A classifier whose body is a residual stack read as a numerical scheme.
+
+    Input embedding (a linear map for vectors, a convolution for images and signals), a
+    `ResidualStack` of `depth` blocks in the chosen architecture, mean pooling over space,
+    and a linear head returning logits. Vector-only architectures (`antisymmetric`,
+    `hamiltonian`) flatten image inputs; image-only ones (`parabolic`, `hyperbolic`)
+    require channel-first inputs.
+
+    **Arguments:**
+
+    - `input_shape`: shape of one example: `(features,)`, `(channels, length)` or
+      `(channels, height, width)`.
+    - `num_classes`: number of classes.
+    - `architecture`: one of `ARCHITECTURES`: resnet, polynet, rk2, rk4, lm-resnet, midpoint,
+      leapfrog, momentum, revnet, antisymmetric, hamiltonian, parabolic, hyperbolic.
+    - `width`: state features or channels (even for revnet/hamiltonian).
+    - `depth`: number of blocks.
+    - `h`: step; defaults to `1 / depth`.
+    - `hidden`: hidden width of the MLP fields (vector inputs).
+    - `key`: initialisation key.
+    """
+
+    embed: eqx.Module
+    stack: ResidualStack
+    head: eqx.nn.Linear
+    spatial_dims: int = eqx.field(static=True)
+    flatten: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        *,
+        architecture: str = "resnet",
+        width: int = 32,
+        depth: int = 8,
+        h: float | None = None,
+        hidden: int = 64,
+        key: PRNGKeyArray,
+    ):
+        if architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"Classifier: unknown `architecture={architecture!r}`; choose one of "
+                f"{', '.join(ARCHITECTURES)}."
+            )
+        input_shape = tuple(int(s) for s in input_shape)
+        spatial_dims = len(input_shape) - 1
+        if architecture in _IMAGE_ONLY and spatial_dims < 1:
+            raise ValueError(
+                f"Classifier: architecture={architecture!r} needs channel-first images or "
+                f"signals, got input_shape={input_shape}. Reshape to (1, length) or use a "
+                "vector architecture such as 'resnet'."
+            )
+        if architecture in ("revnet", "hamiltonian") and width % 2:
+            raise ValueError(
+                f"Classifier: {architecture} splits the state in halves; `width` must be "
+                f"even, got {width}."
+            )
+        self.flatten = architecture in _VECTOR_ONLY and spatial_dims > 0
+        spatial_dims = 0 if self.flatten else spatial_dims
+        k_embed, k_stack, k_head = jr.split(key, 3)
+        if spatial_dims:
+            self.embed = eqx.nn.Conv(spatial_dims, input_shape[0], width, 3, padding=1, key=k_embed)
+        else:
+            size = 1
+            for s in input_shape:
+                size *= s
+            self.embed = eqx.nn.Linear(size, width, key=k_embed)
+        self.stack = ResidualStack(
+            _block_maker(architecture, width, spatial_dims, hidden),
+            _scheme(architecture, depth),
+            depth,
+            h=h,
+            key=k_stack,
+        )
+        self.head = eqx.nn.Linear(width, num_classes, key=k_head)
+        self.spatial_dims = spatial_dims
+
+    def __call__(
+        self, x: Float[Array, "..."], *, key: PRNGKeyArray | None = None
+    ) -> Float[Array, " classes"]:
+        """Logits for one (unbatched) example."""
+        del key
+        if self.flatten or not self.spatial_dims:
+            x = x.reshape(-1)
+        u = self.stack(self.embed(x))  # pyright: ignore[reportCallIssue]
+        if self.spatial_dims:
+            u = jnp.mean(u, axis=tuple(range(1, u.ndim)))
+        return self.head(u)
+
+
+__all__ = ["ARCHITECTURES", "Classifier"]
