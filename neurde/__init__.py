@@ -2,10 +2,10 @@
 
 The public API is what this module re-exports: vector fields, continuous models, solver
 configuration, training, checkpoints and ensembles. Families live in subpackages:
-`neurde.data` (toy data sets).
+`neurde.data` (toy data sets), `neurde.discrete` (family (a): architectures as schemes).
 """
 
-from . import data as data
+from . import data as data, discrete as discrete
 from ._version import __version__ as __version__
 from .brownian import GridBrownianPath as GridBrownianPath
 from .fields import (

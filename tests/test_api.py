@@ -6,9 +6,10 @@ import sys
 
 import neurde
 import neurde.data
+import neurde.discrete
 import neurde.train
 
-PUBLIC_MODULES = [neurde, neurde.data, neurde.train]
+PUBLIC_MODULES = [neurde, neurde.data, neurde.discrete, neurde.train]
 
 
 def _public(module):

@@ -3,7 +3,10 @@ import inspect
 import neurde.data
 
 _PUBLIC = {
+    "Classification",
     "Trajectories",
+    "digits",
+    "mnist1d",
     "irregular",
     "lotka_volterra",
     "lotka_volterra_field",
