@@ -45,8 +45,8 @@ def fixed_step_adjoint(
 
     With `checkpoints=None`, Diffrax sizes its recursive checkpointing for `max_steps` and
     recomputes steps on the backward pass; with a constant step size and concrete times the
-    exact count is known, and one checkpoint per step makes backprop about 1.4x faster
-    (benchmarks/ode_step.py).
+    exact count is known, and one checkpoint per step saves those recomputations (a few
+    percent of a training step in benchmarks/ode_step.py).
     """
     if not (
         type(adjoint) is diffrax.RecursiveCheckpointAdjoint

@@ -1,7 +1,7 @@
 """The interface every discrete scheme implements: depth is time, a block is a step."""
 
 import abc
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 from jaxtyping import Array, PyTree
@@ -21,7 +21,7 @@ class AbstractScheme(eqx.Module):
     sliced per block, like the blocks' parameters.
     """
 
-    reversible: eqx.AbstractClassVar[bool]
+    reversible: ClassVar[bool]
 
     @abc.abstractmethod
     def init(self, y0: PyTree[Array]) -> Any:
