@@ -104,10 +104,10 @@ class MLPField(AbstractField):
     def __call__(self, t: Scalar, y: Float[Array, " size"], args: Args) -> Float[Array, "..."]:
         del args
         if y.shape != (self.size,):
+            hint = f"Build it with `size={y.shape[0]}`" if y.ndim == 1 else "Flatten the state"
             raise ValueError(
                 f"MLPField: the state has shape {y.shape} but this field was built for "
-                f"states of shape ({self.size},). Build it with `size={y.shape[-1]}` if the "
-                "state is a vector, or flatten the state first."
+                f"states of shape ({self.size},). {hint}, or use a field for this shape."
             )
         if self.time_dependent:
             y = jnp.concatenate([y, jnp.broadcast_to(jnp.asarray(t, y.dtype), (1,))])

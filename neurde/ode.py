@@ -84,7 +84,11 @@ class NeuralODE(eqx.Module):
     - `rtol`, `atol`: tolerances of the default adaptive controller.
     - `adjoint`: how gradients are computed: `"backprop"` (default; backprop through the
       solver with recursive checkpointing), `"direct"`, `"adjoint"` (the continuous adjoint,
-      `diffrax.BacksolveAdjoint`), or any `diffrax.AbstractAdjoint`.
+      `diffrax.BacksolveAdjoint`), or any `diffrax.AbstractAdjoint`. The continuous adjoint
+      solves a second ODE backwards, so its gradient carries that solve's error: at training
+      tolerances (rtol 1e-3) it can differ from backprop by several percent; tighten `rtol`
+      and `atol` when using it. Switch on a built model with
+      `eqx.tree_at(lambda m: m.adjoint, model, diffrax.BacksolveAdjoint())`.
     - `t0`, `t1`: the time interval. `t1=None` means "the last save time" and then every call
       must pass `ts`.
     - `dt0`: initial step (adaptive) or the step (constant); `None` lets Diffrax choose.

@@ -46,3 +46,13 @@ def test_module_entry_point_help():
         [sys.executable, "-m", "neurde", "--help"], capture_output=True, text=True, check=True
     )
     assert "run" in out.stdout
+
+
+def test_tiny_architectures_run_writes_report_and_figure(tmp_path):
+    out = tmp_path / "arch"
+    args = ["run", "architectures", "--steps", "3", "--seeds", "2", "--depths", "2"]
+    args += ["--datasets", "digits", "--architectures", "resnet", "revnet", "neural-ode"]
+    assert main([*args, "--out", str(out), "--no-cache", "--no-progress"]) == 0
+    report = (out / "report.md").read_text()
+    for name in ("resnet", "revnet", "neural-ode", "Neural ODE cost", "architectures.png"):
+        assert name in report

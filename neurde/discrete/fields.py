@@ -1,5 +1,6 @@
 """Fields for discrete architectures: the stable antisymmetric field and image fields."""
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -173,7 +174,7 @@ class ConvField(AbstractField):
         d = num_spatial_dims
         self.conv1 = ScanConv(d, channels, channels, kernel_size, key=k1)
         self.conv2 = ScanConv(d, channels, channels, kernel_size, key=k2)
-        self.norm = eqx.nn.GroupNorm(min(4, channels), channels) if norm else None
+        self.norm = eqx.nn.GroupNorm(math.gcd(4, channels), channels) if norm else None
         self.channels = channels
         self.num_spatial_dims = d
 
@@ -227,7 +228,7 @@ class PDEField(AbstractField):
             num_spatial_dims, channels, channels, kernel_size, use_bias=False, key=key
         )
         self.num_spatial_dims = num_spatial_dims
-        self.norm = eqx.nn.GroupNorm(min(4, channels), channels) if norm else None
+        self.norm = eqx.nn.GroupNorm(math.gcd(4, channels), channels) if norm else None
         self.channels = channels
         self.activation = activation
 

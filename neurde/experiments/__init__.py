@@ -5,8 +5,8 @@ Importing this package does not import matplotlib; each experiment imports it wh
 
 from types import ModuleType
 
-from . import spiral
+from . import architectures, spiral
 
-EXPERIMENTS: dict[str, ModuleType] = {module.NAME: module for module in (spiral,)}
+EXPERIMENTS: dict[str, ModuleType] = {module.NAME: module for module in (spiral, architectures)}
 
 __all__ = ["EXPERIMENTS"]

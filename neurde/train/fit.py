@@ -1,6 +1,7 @@
 """`fit`: a training loop over Optax with history, progress and a guard on the loss."""
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
@@ -62,6 +63,13 @@ class FitResult(NamedTuple):
     model: Any
     opt_state: Any
     history: History
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_step(loss_fn: LossFn, optim: optax.GradientTransformation, ensemble: bool) -> Any:
+    # One compiled step per (loss, optimizer): resuming `fit` (curriculum phases, more steps)
+    # with the same loss and optimizer reuses the compilation instead of recompiling.
+    return make_ensemble_step(loss_fn, optim) if ensemble else make_step(loss_fn, optim)
 
 
 def _batches(data: Any, batch_size: int | None, key: PRNGKeyArray) -> Iterator[Any]:
@@ -142,12 +150,8 @@ def fit(
     if not isinstance(eval_every, int) or eval_every < 1:
         raise ValueError(f"fit: `eval_every` must be an integer >= 1, got {eval_every!r}.")
     optim = optax.adam(1e-3) if optim is None else optim
-    if ensemble:
-        step_fn = make_ensemble_step(loss_fn, optim)
-        init = ensemble_init_optimizer
-    else:
-        step_fn = make_step(loss_fn, optim)
-        init = init_optimizer
+    step_fn = _compiled_step(loss_fn, optim, ensemble)
+    init = ensemble_init_optimizer if ensemble else init_optimizer
     if opt_state is None:
         opt_state = init(optim, model)
     data_key, step_key = jr.split(key)
