@@ -88,12 +88,18 @@ class ResidualStack(eqx.Module):
     **Arguments:**
 
     - `make_block`: `key -> block`, e.g. `lambda k: MLPField(16, 32, 1, key=k)`; coupling
-      schemes take an `AbstractCouplingBlock`. A function ignoring its key shares weights.
+      schemes take an `AbstractCouplingBlock`. A function ignoring its key gives every block
+      the same initial weights (stored per block, so they train independently).
     - `scheme`: an `AbstractScheme`.
     - `depth`: number of blocks (>= 1).
     - `h`: the step; defaults to `1 / depth` (the stack integrates over [0, 1]).
     - `memory_saving`: for reversible schemes, backpropagate by recomputing activations
-      from the output (default `True` for reversible schemes).
+      from the output instead of storing them (default `False`). Memory is then flat in
+      depth for one example; but under `jax.vmap` over a batch, JAX batches the custom
+      backward pass too and keeps per-example parameter gradients for every block
+      (batch x depth x parameters) before summing, which costs more than storing
+      activations (benchmarks/revnet_memory.py). Use it unbatched, or with fields that
+      take the batch inside the state.
     - `key`: split into one key per block.
     """
 
@@ -110,7 +116,7 @@ class ResidualStack(eqx.Module):
         depth: int,
         *,
         h: float | None = None,
-        memory_saving: bool | None = None,
+        memory_saving: bool = False,
         key: PRNGKeyArray,
     ):
         if not isinstance(depth, int) or depth < 1:
@@ -139,7 +145,7 @@ class ResidualStack(eqx.Module):
         self.scheme = scheme
         self.depth = depth
         self.h = 1.0 / depth if h is None else float(h)
-        self.memory_saving = scheme.reversible if memory_saving is None else memory_saving
+        self.memory_saving = bool(memory_saving)
 
     def _statics(self):
         dyn_blocks, static_blocks = eqx.partition(self.blocks, eqx.is_array)

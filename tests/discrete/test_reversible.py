@@ -49,7 +49,9 @@ def test_memory_saving_gradients_equal_autodiff(name):
     make_block, make_scheme = CASES[name]
     with jax.enable_x64(True):
         x = jr.normal(jr.key(1), (8,))
-        saving = discrete.ResidualStack(make_block, make_scheme(), 16, h=0.3, key=jr.key(0))
+        saving = discrete.ResidualStack(
+            make_block, make_scheme(), 16, h=0.3, memory_saving=True, key=jr.key(0)
+        )
         plain = discrete.ResidualStack(
             make_block, make_scheme(), 16, h=0.3, memory_saving=False, key=jr.key(0)
         )
