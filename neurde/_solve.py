@@ -8,7 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._validation import is_concrete
+from ._validation import check_interval, check_times, is_concrete
 
 _ADJOINTS = {
     "backprop": "diffrax.RecursiveCheckpointAdjoint() (backprop through the solver)",
@@ -85,3 +85,66 @@ def raise_on_failure(owner: str, solution: diffrax.Solution, max_steps: int) -> 
 def squeeze_final(ys: Any) -> Any:
     """Drop the length-1 time axis of a solution saved only at `t1`."""
     return jax.tree.map(lambda y: y[0], ys)
+
+
+def default_controller(
+    controller: diffrax.AbstractStepSizeController | None, rtol: Any, atol: Any
+) -> diffrax.AbstractStepSizeController:
+    """`controller`, or a PID controller from the (non-trainable) tolerance arrays."""
+    if controller is not None:
+        return controller
+    rtol, atol = jax.lax.stop_gradient(rtol), jax.lax.stop_gradient(atol)
+    return diffrax.PIDController(rtol=rtol, atol=atol)
+
+
+def resolve_interval(
+    owner: str, model_t0: float, model_t1: float | None, t0: Any, t1: Any, ts: Any
+) -> tuple[Any, Any]:
+    """The call's `(t0, t1)`: call arguments over model fields, else the last save time."""
+    start = model_t0 if t0 is None else t0
+    end = model_t1 if t1 is None else t1
+    if end is None:
+        if ts is None:
+            raise ValueError(
+                f"{owner}: no end time. Pass save times `ts=...`, or build the model with "
+                f"`t1=...` (e.g. `{owner}(..., t1=1.0)`), or call with `t1=...`."
+            )
+        end = jnp.asarray(ts)[-1]
+    check_interval(owner, start, end)
+    return start, end
+
+
+def run_solve(
+    owner: str,
+    model: Any,
+    terms: Any,
+    solver: diffrax.AbstractSolver,
+    start: Any,
+    end: Any,
+    y0: Any,
+    args: Any,
+    ts: Any,
+) -> diffrax.Solution:
+    """`diffrax.diffeqsolve` with the model's configuration, and neurde's failure message."""
+    if ts is None:
+        saveat = diffrax.SaveAt(t1=True)
+    else:
+        saveat = diffrax.SaveAt(ts=check_times(owner, ts, start, end))
+    controller = model.controller()
+    solution = diffrax.diffeqsolve(
+        terms,
+        solver,
+        t0=start,
+        t1=end,
+        dt0=model.dt0,
+        y0=y0,
+        args=args,
+        saveat=saveat,
+        stepsize_controller=controller,
+        adjoint=fixed_step_adjoint(model.adjoint, controller, start, end, model.dt0),
+        max_steps=model.max_steps,
+        throw=False,
+    )
+    if model.throw:
+        solution = raise_on_failure(owner, solution, model.max_steps)
+    return solution

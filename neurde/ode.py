@@ -4,15 +4,14 @@ from typing import Any
 
 import diffrax
 import equinox as eqx
-import jax
-import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
 from ._solve import (
-    fixed_step_adjoint,
-    raise_on_failure,
+    default_controller,
     resolve_adjoint,
+    resolve_interval,
+    run_solve,
     squeeze_final,
 )
 from ._types import Args, VectorField
@@ -21,7 +20,6 @@ from ._validation import (
     check_interval,
     check_positive,
     check_state,
-    check_times,
 )
 from .fields import AbstractField, as_field
 from .stats import solver_stats
@@ -144,11 +142,9 @@ class NeuralODE(eqx.Module):
 
     def controller(self) -> diffrax.AbstractStepSizeController:
         """The step-size controller a solve uses (the default PID built from the tolerances)."""
-        if self.stepsize_controller is not None:
-            return self.stepsize_controller
-        rtol = jax.lax.stop_gradient(self.tolerances.rtol)
-        atol = jax.lax.stop_gradient(self.tolerances.atol)
-        return diffrax.PIDController(rtol=rtol, atol=atol)
+        return default_controller(
+            self.stepsize_controller, self.tolerances.rtol, self.tolerances.atol
+        )
 
     def solve(
         self,
@@ -165,40 +161,12 @@ class NeuralODE(eqx.Module):
         evaluations.
         """
         owner = "NeuralODE"
-        start: Any = self.t0 if t0 is None else t0
-        end: Any = self.t1 if t1 is None else t1
-        if end is None:
-            if ts is None:
-                raise ValueError(
-                    f"{owner}: no end time. Pass save times `ts=...`, or build the model "
-                    "with `t1=...` (e.g. `NeuralODE(field, t1=1.0)`), or call with `t1=...`."
-                )
-            end = jnp.asarray(ts)[-1]
-        check_interval(owner, start, end)
+        start, end = resolve_interval(owner, self.t0, self.t1, t0, t1, ts)
         state = check_state(owner, y0)
         check_field_output(owner, "vector field", self.field, start, state, args, want=state)
-        if ts is None:
-            saveat = diffrax.SaveAt(t1=True)
-        else:
-            saveat = diffrax.SaveAt(ts=check_times(owner, ts, start, end))
-        controller = self.controller()
-        solution = diffrax.diffeqsolve(
-            diffrax.ODETerm(self.field),
-            self.solver,
-            t0=start,
-            t1=end,
-            dt0=self.dt0,
-            y0=state,
-            args=args,
-            saveat=saveat,
-            stepsize_controller=controller,
-            adjoint=fixed_step_adjoint(self.adjoint, controller, start, end, self.dt0),
-            max_steps=self.max_steps,
-            throw=False,
+        return run_solve(
+            owner, self, diffrax.ODETerm(self.field), self.solver, start, end, state, args, ts
         )
-        if self.throw:
-            solution = raise_on_failure(owner, solution, self.max_steps)
-        return solution
 
     def __call__(
         self,

@@ -9,13 +9,18 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from ._solve import fixed_step_adjoint, raise_on_failure, resolve_adjoint, squeeze_final
+from ._solve import (
+    default_controller,
+    resolve_adjoint,
+    resolve_interval,
+    run_solve,
+    squeeze_final,
+)
 from ._types import Args, VectorField
 from ._validation import (
     check_field_output,
     check_interval,
     check_state,
-    check_times,
 )
 from .brownian import make_brownian
 from .fields import AbstractField, as_field
@@ -169,11 +174,9 @@ class NeuralSDE(eqx.Module):
 
     def controller(self) -> diffrax.AbstractStepSizeController:
         """The step-size controller a solve uses (the default PID built from the tolerances)."""
-        if self.stepsize_controller is not None:
-            return self.stepsize_controller
-        rtol = jax.lax.stop_gradient(self.tolerances.rtol)
-        atol = jax.lax.stop_gradient(self.tolerances.atol)
-        return diffrax.PIDController(rtol=rtol, atol=atol)
+        return default_controller(
+            self.stepsize_controller, self.tolerances.rtol, self.tolerances.atol
+        )
 
     def _brownian_shape(self, y0: Array) -> tuple[int, ...]:
         if self.noise == "diagonal":
@@ -235,16 +238,7 @@ class NeuralSDE(eqx.Module):
     ) -> diffrax.Solution:
         """Solve from `y0` and return the full `diffrax.Solution`; arguments as `__call__`."""
         owner = "NeuralSDE"
-        start: Any = self.t0 if t0 is None else t0  # may be traced
-        end: Any = self.t1 if t1 is None else t1
-        if end is None:
-            if ts is None:
-                raise ValueError(
-                    f"{owner}: no end time. Pass save times `ts=...`, or build the model "
-                    "with `t1=...`, or call with `t1=...`."
-                )
-            end = jnp.asarray(ts)[-1]
-        check_interval(owner, start, end)
+        start, end = resolve_interval(owner, self.t0, self.t1, t0, t1, ts)
         state: Any = check_state(owner, y0)
         self._check(state, start, args)
         drift = diffrax.ODETerm(self.drift)
@@ -262,29 +256,7 @@ class NeuralSDE(eqx.Module):
                     "use `eqx.nn.inference_mode(model)` (or `NeuralSDE(..., inference=True)`)."
                 )
             terms = diffrax.MultiTerm(drift, self._diffusion_term(state, start, end, key))
-        saveat = (
-            diffrax.SaveAt(t1=True)
-            if ts is None
-            else diffrax.SaveAt(ts=check_times(owner, ts, start, end))
-        )
-        controller = self.controller()
-        solution = diffrax.diffeqsolve(
-            terms,
-            solver,
-            t0=start,
-            t1=end,
-            dt0=self.dt0,
-            y0=state,
-            args=args,
-            saveat=saveat,
-            stepsize_controller=controller,
-            adjoint=fixed_step_adjoint(self.adjoint, controller, start, end, self.dt0),
-            max_steps=self.max_steps,
-            throw=False,
-        )
-        if self.throw:
-            solution = raise_on_failure(owner, solution, self.max_steps)
-        return solution
+        return run_solve(owner, self, terms, solver, start, end, state, args, ts)
 
     def __call__(
         self,
