@@ -48,7 +48,7 @@ SCHEMES: dict[str, Callable[[int], ResidualStack]] = {
         mlp_block, RungeKutta.rk4(), d, key=jr.key(0)
     ),
     "revnet (AdditiveCoupling)": lambda d: ResidualStack(
-        coupling_block, AdditiveCoupling(), d, key=jr.key(0)
+        coupling_block, AdditiveCoupling(), d, memory_saving=True, key=jr.key(0)
     ),
 }
 
