@@ -8,60 +8,66 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jax import lax
+from jax.custom_batching import custom_vmap
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from .scheme import AbstractScheme
 
 
-def _scan(static_blocks, static_scheme, t0, h, depth, dyn_blocks, dyn_scheme, state, args):
-    def body(state, xs):
-        n, b_dyn, s_dyn = xs
+def _stepper(static_blocks, static_scheme, h, args, batched):
+    """`step(b_dyn, s_dyn, n, state)` and its inverse; `batched` maps over a leading axis."""
+
+    def step(b_dyn, s_dyn, n, state):
         scheme = eqx.combine(s_dyn, static_scheme)
         block = eqx.combine(b_dyn, static_blocks)
-        return scheme.step(block, n, t0 + n * h, h, state, args), None
 
-    ns = jnp.arange(depth)
-    state, _ = lax.scan(body, state, (ns, dyn_blocks, dyn_scheme))
+        def one(x):
+            return scheme.step(block, n, n * h, h, x, args)
+
+        return jax.vmap(one)(state) if batched else one(state)
+
+    def inverse(b_dyn, s_dyn, n, state):
+        scheme = eqx.combine(s_dyn, static_scheme)
+        block = eqx.combine(b_dyn, static_blocks)
+
+        def one(x):
+            return scheme.inverse_step(block, n, n * h, h, x, args)
+
+        return jax.vmap(one)(state) if batched else one(state)
+
+    return step, inverse
+
+
+def _scan(
+    static_blocks, static_scheme, h, depth, dyn_blocks, dyn_scheme, state, args, batched=False
+):
+    step, _ = _stepper(static_blocks, static_scheme, h, args, batched)
+
+    def body(state, xs):
+        n, b_dyn, s_dyn = xs
+        return step(b_dyn, s_dyn, n, state), None
+
+    state, _ = lax.scan(body, state, (jnp.arange(depth), dyn_blocks, dyn_scheme))
     return state
 
 
-def _reversible_scan(static_blocks, static_scheme, t0, h, depth):
-    """A scan whose backward pass rebuilds each block's input from its output.
+def _reversible_backward(static_blocks, static_scheme, h, depth, batched):
+    """Walk the blocks backwards from the output, rebuilding each block's input.
 
-    Only the stack's output is kept for the backward pass: each step is undone with the
-    scheme's `inverse_step` and differentiated locally, so memory does not grow with depth.
+    Each step is undone with the scheme's `inverse_step` and differentiated locally, so
+    memory does not grow with depth. With `batched=True` the output and its cotangent carry
+    a leading batch axis and each block's parameter gradient is summed over the batch inside
+    the scan.
     """
 
-    def forward(dyn_blocks, dyn_scheme, state, args):
-        return _scan(
-            static_blocks, static_scheme, t0, h, depth, dyn_blocks, dyn_scheme, state, args
-        )
-
-    @jax.custom_vjp
-    def run(dyn_blocks, dyn_scheme, state, args):
-        return forward(dyn_blocks, dyn_scheme, state, args)
-
-    def run_fwd(dyn_blocks, dyn_scheme, state, args):
-        out = forward(dyn_blocks, dyn_scheme, state, args)
-        return out, (dyn_blocks, dyn_scheme, out, args)
-
-    def run_bwd(residuals, ct_out):
-        dyn_blocks, dyn_scheme, out, args = residuals
+    def backward(dyn_blocks, dyn_scheme, out, args, ct_out):
+        step, inverse = _stepper(static_blocks, static_scheme, h, args, batched)
 
         def body(carry, xs):
             state_next, ct = carry
             n, b_dyn, s_dyn = xs
-            t = t0 + n * h
-            scheme = eqx.combine(s_dyn, static_scheme)
-            state = scheme.inverse_step(
-                eqx.combine(b_dyn, static_blocks), n, t, h, state_next, args
-            )
-
-            def one_step(b, s, x):
-                block = eqx.combine(b, static_blocks)
-                return eqx.combine(s, static_scheme).step(block, n, t, h, x, args)
-
-            _, vjp = jax.vjp(one_step, b_dyn, s_dyn, state)
+            state = inverse(b_dyn, s_dyn, n, state_next)
+            _, vjp = jax.vjp(lambda b, s, x: step(b, s, n, x), b_dyn, s_dyn, state)
             g_block, g_scheme, ct_state = vjp(ct)
             return (state, ct_state), (g_block, g_scheme)
 
@@ -70,6 +76,51 @@ def _reversible_scan(static_blocks, static_scheme, t0, h, depth):
             body, (out, ct_out), (ns, dyn_blocks, dyn_scheme), reverse=True
         )
         return g_blocks, g_scheme, ct_state0, jax.tree.map(jnp.zeros_like, args)
+
+    return backward
+
+
+def _reversible_scan(static_blocks, static_scheme, h, depth):
+    """A scan for one example whose backward pass recomputes activations from the output.
+
+    Only the output is kept for the backward pass. The backward pass has its own batching
+    rule (`custom_vmap`): under `jax.vmap` over examples with shared parameters it runs the
+    batched reversible walk, which sums each block's parameter gradient over the batch as it
+    goes. Without the rule JAX would batch the single-example walk and keep every example's
+    gradient for every block (batch x depth x parameters) until the end.
+    """
+    single = _reversible_backward(static_blocks, static_scheme, h, depth, batched=False)
+    batched = _reversible_backward(static_blocks, static_scheme, h, depth, batched=True)
+
+    @custom_vmap
+    def backward(dyn_blocks, dyn_scheme, out, args, ct_out):
+        return single(dyn_blocks, dyn_scheme, out, args, ct_out)
+
+    @backward.def_vmap
+    def backward_vmap(axis_size, in_batched, dyn_blocks, dyn_scheme, out, args, ct_out):
+        blocks_b, scheme_b, out_b, args_b, ct_b = in_batched
+        shared = not any(jax.tree.leaves((blocks_b, scheme_b, args_b)))
+        if shared and all(jax.tree.leaves((out_b, ct_b))):
+            grads = batched(dyn_blocks, dyn_scheme, out, args, ct_out)
+            g_blocks, g_scheme, ct_state0, ct_args = grads
+            # Parameter (and args) gradients are already summed over the batch.
+            unbatched = jax.tree.map(lambda _: False, (g_blocks, g_scheme))
+            dims = (*unbatched, jax.tree.map(lambda _: True, ct_state0))
+            return grads, (*dims, jax.tree.map(lambda _: False, ct_args))
+        axes = tuple(jax.tree.map(lambda b: 0 if b else None, in_batched))
+        grads = jax.vmap(single, in_axes=axes)(dyn_blocks, dyn_scheme, out, args, ct_out)
+        return grads, jax.tree.map(lambda _: True, grads)
+
+    @jax.custom_vjp
+    def run(dyn_blocks, dyn_scheme, state, args):
+        return _scan(static_blocks, static_scheme, h, depth, dyn_blocks, dyn_scheme, state, args)
+
+    def run_fwd(dyn_blocks, dyn_scheme, state, args):
+        out = run(dyn_blocks, dyn_scheme, state, args)
+        return out, (dyn_blocks, dyn_scheme, out, args)
+
+    def run_bwd(residuals, ct_out):
+        return backward(*residuals, ct_out)
 
     run.defvjp(run_fwd, run_bwd)
     return run
@@ -94,12 +145,9 @@ class ResidualStack(eqx.Module):
     - `depth`: number of blocks (>= 1).
     - `h`: the step; defaults to `1 / depth` (the stack integrates over [0, 1]).
     - `memory_saving`: for reversible schemes, backpropagate by recomputing activations
-      from the output instead of storing them (default `False`). Memory is then flat in
-      depth for one example; but under `jax.vmap` over a batch, JAX batches the custom
-      backward pass too and keeps per-example parameter gradients for every block
-      (batch x depth x parameters) before summing, which costs more than storing
-      activations (benchmarks/revnet_memory.py). Use it unbatched, or with fields that
-      take the batch inside the state.
+      from the output instead of storing them (default `True` for reversible schemes).
+      Memory is then flat in depth, also under `jax.vmap` over a batch (the backward pass
+      has its own batching rule; benchmarks/revnet_memory.py).
     - `key`: split into one key per block.
     """
 
@@ -116,7 +164,7 @@ class ResidualStack(eqx.Module):
         depth: int,
         *,
         h: float | None = None,
-        memory_saving: bool = False,
+        memory_saving: bool | None = None,
         key: PRNGKeyArray,
     ):
         if not isinstance(depth, int) or depth < 1:
@@ -145,7 +193,7 @@ class ResidualStack(eqx.Module):
         self.scheme = scheme
         self.depth = depth
         self.h = 1.0 / depth if h is None else float(h)
-        self.memory_saving = bool(memory_saving)
+        self.memory_saving = scheme.reversible if memory_saving is None else memory_saving
 
     def _statics(self):
         dyn_blocks, static_blocks = eqx.partition(self.blocks, eqx.is_array)
@@ -157,12 +205,11 @@ class ResidualStack(eqx.Module):
         dyn_blocks, static_blocks, dyn_scheme, static_scheme = self._statics()
         state = self.scheme.init(y)
         if self.memory_saving:
-            run = _reversible_scan(static_blocks, static_scheme, 0.0, self.h, self.depth)
+            run = _reversible_scan(static_blocks, static_scheme, self.h, self.depth)
             return run(dyn_blocks, dyn_scheme, state, args)
         return _scan(
             static_blocks,
             static_scheme,
-            0.0,
             self.h,
             self.depth,
             dyn_blocks,
