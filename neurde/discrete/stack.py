@@ -233,12 +233,11 @@ class ResidualStack(eqx.Module):
                 "Reversible schemes: AdditiveCoupling, Leapfrog, Momentum."
             )
         dyn_blocks, static_blocks, dyn_scheme, static_scheme = self._statics()
+        _, inverse = _stepper(static_blocks, static_scheme, self.h, args, batched=False)
 
         def body(state, xs):
             n, b_dyn, s_dyn = xs
-            scheme = eqx.combine(s_dyn, static_scheme)
-            block = eqx.combine(b_dyn, static_blocks)
-            return scheme.inverse_step(block, n, n * self.h, self.h, state, args), None
+            return inverse(b_dyn, s_dyn, n, state), None
 
         ns = jnp.arange(self.depth)
         state, _ = lax.scan(body, state, (ns, dyn_blocks, dyn_scheme), reverse=True)
