@@ -6,7 +6,12 @@ ResNets, RevNet and Hamiltonian nets (`AdditiveCoupling`); `ResidualStack` scans
 over depth.
 """
 
-from .classifier import ARCHITECTURES as ARCHITECTURES, Classifier as Classifier
+from .classifier import (
+    ARCHITECTURES as ARCHITECTURES,
+    IMAGE_ARCHITECTURES as IMAGE_ARCHITECTURES,
+    VECTOR_ARCHITECTURES as VECTOR_ARCHITECTURES,
+    Classifier as Classifier,
+)
 from .coupling import (
     AbstractCouplingBlock as AbstractCouplingBlock,
     AdditiveCoupling as AdditiveCoupling,

@@ -36,6 +36,10 @@ ARCHITECTURES = (
     "parabolic",
     "hyperbolic",
 )
+# Architectures whose blocks take flat feature vectors (MLP fields), and those whose blocks
+# take channel-first images or signals (convolutional fields).
+VECTOR_ARCHITECTURES = tuple(a for a in ARCHITECTURES if a not in _IMAGE_ONLY)
+IMAGE_ARCHITECTURES = tuple(a for a in ARCHITECTURES if a not in _VECTOR_ONLY)
 
 
 def _scheme(architecture: str, depth: int) -> AbstractScheme:
@@ -162,11 +166,11 @@ class Classifier(eqx.Module):
     def __call__(
         self, x: Float[Array, "..."], *, key: PRNGKeyArray | None = None
     ) -> Float[Array, " classes"]:
-        """Logits for one (unbatched) example."""
-        del key
+        """Logits for one (unbatched) example; `key` is passed to the stack (it draws the
+        noise once a `neurde.noise` transform has randomised the stack)."""
         if self.flatten or not self.spatial_dims:
             x = x.reshape(-1)
-        u = self.stack(self.embed(x))  # pyright: ignore[reportCallIssue]
+        u = self.stack(self.embed(x), key=key)  # pyright: ignore[reportCallIssue]
         if self.spatial_dims:
             u = jnp.mean(u, axis=tuple(range(1, u.ndim)))
         return self.head(u)

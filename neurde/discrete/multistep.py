@@ -4,6 +4,7 @@ from typing import Any, ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from .scheme import AbstractScheme
@@ -18,6 +19,11 @@ class LinearMultistep(AbstractScheme):
     explicit midpoint rule (second order). The first block is a plain Euler (ResNet) block, as
     in the paper, since no $x_{-1}$ exists. With `trainable=True` the $k_n$ are parameters,
     initialised to `k`.
+
+    The scheme's characteristic polynomial is $(z - 1)(z + k)$, so it is zero-stable (errors
+    do not grow with depth at a fixed step) exactly for $k \in (-1, 1]$; initial values outside
+    that interval are rejected. Trained $k_n$ are not constrained: watch them, or add a
+    penalty, if depth grows large.
 
     **Arguments:**
 
@@ -38,6 +44,13 @@ class LinearMultistep(AbstractScheme):
             raise ValueError(
                 f"LinearMultistep: a two-step scheme needs `depth` >= 2, got {depth!r}. Use "
                 "Euler() for a single block."
+            )
+        k_values = np.asarray(k, dtype=float)
+        if not np.all((k_values > -1) & (k_values <= 1)):
+            raise ValueError(
+                f"LinearMultistep: `k` must lie in (-1, 1] for a zero-stable scheme (roots 1 "
+                f"and -k of (z - 1)(z + k)), got {k!r}. Lu et al. initialise k in [-0.1, 0]; "
+                "k = 1 is the midpoint rule."
             )
         if trainable:
             self.k = jnp.broadcast_to(jnp.asarray(k, dtype=float), (depth,))

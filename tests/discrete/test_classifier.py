@@ -49,7 +49,7 @@ def _train(data, architecture, steps):
     return _accuracy(model, data.x_test, data.y_test)
 
 
-VECTOR = [a for a in discrete.ARCHITECTURES if a not in ("parabolic", "hyperbolic")]
+VECTOR = list(discrete.VECTOR_ARCHITECTURES)
 
 
 @pytest.mark.parametrize("architecture", VECTOR)
@@ -82,6 +82,21 @@ def test_depth_and_step_errors():
 def test_lm_resnet_needs_two_blocks():
     with pytest.raises(ValueError, match="two-step scheme needs `depth` >= 2"):
         discrete.LinearMultistep(1)
+
+
+@pytest.mark.parametrize("k", [-1.0, 1.5, [0.0, 0.0, -2.0]])
+def test_lm_k_must_be_zero_stable(k):
+    with pytest.raises(ValueError, match=r"`k` must lie in \(-1, 1\] for a zero-stable scheme"):
+        discrete.LinearMultistep(3, k)
+
+
+def test_architecture_lists_partition_by_input_kind():
+    assert set(discrete.VECTOR_ARCHITECTURES) | set(discrete.IMAGE_ARCHITECTURES) == set(
+        discrete.ARCHITECTURES
+    )
+    assert "parabolic" not in discrete.VECTOR_ARCHITECTURES
+    assert "hamiltonian" not in discrete.IMAGE_ARCHITECTURES
+    assert "resnet" in discrete.VECTOR_ARCHITECTURES and "resnet" in discrete.IMAGE_ARCHITECTURES
 
 
 def test_lm_coefficients_must_match_depth():
