@@ -1,0 +1,119 @@
+"""Bad input to `neurde.noise`: clear errors that name the argument, the value and the fix."""
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import pytest
+
+import neurde
+from neurde import discrete, noise
+
+
+def _ode(**kw):
+    return neurde.NeuralODE(neurde.LinearField(-jnp.eye(2)), t1=1.0, **kw)
+
+
+def _stack(scheme=None):
+    return discrete.ResidualStack(
+        lambda k: neurde.LinearField(-jnp.eye(2)), scheme or discrete.Euler(), 3, key=jr.key(0)
+    )
+
+
+@pytest.mark.parametrize("sigma", [-0.1, float("nan"), float("inf")])
+@pytest.mark.parametrize("transform", [noise.additive, noise.multiplicative])
+def test_sigma_must_be_finite_and_non_negative(transform, sigma):
+    with pytest.raises(ValueError, match=r"`sigma` must be a finite number >= 0, got"):
+        transform(_ode(dt0=0.1), sigma)
+
+
+def test_sigma_must_be_a_number():
+    with pytest.raises(TypeError, match="`sigma` must be a Python number"):
+        noise.additive(_ode(dt0=0.1), jnp.array([0.1, 0.2]))  # pyright: ignore[reportArgumentType]
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0, -0.5, 1.5])
+def test_probabilities_must_lie_in_the_open_unit_interval(p):
+    with pytest.raises(ValueError, match=r"`p` must lie strictly between 0 and 1"):
+        noise.dropout_diffusion(_ode(dt0=0.1), p)
+    with pytest.raises(ValueError, match=r"`p` must lie strictly between 0 and 1"):
+        noise.residual_dropout(_stack(), p)
+    with pytest.raises(ValueError, match=r"`p_last` must lie strictly between 0 and 1"):
+        noise.stochastic_depth(_stack(), p)
+    with pytest.raises(ValueError, match=r"`p_last` must lie strictly between 0 and 1"):
+        noise.shake_drop(_stack(), p)
+
+
+def test_shakedrop_ranges_must_be_ordered():
+    with pytest.raises(ValueError, match=r"`alpha` must be a range \(low, high\)"):
+        noise.shake_drop(_stack(), 0.5, alpha=(1.0, -1.0))
+
+
+def test_schedule_must_be_callable():
+    with pytest.raises(TypeError, match="`schedule` must be a function of time"):
+        noise.additive(_ode(dt0=0.1), 0.1, schedule=0.5)  # pyright: ignore[reportArgumentType]
+
+
+@pytest.mark.parametrize("thing", [3.0, jnp.ones(3), "model", eqx.nn.Linear(2, 2, key=jr.key(0))])
+def test_transforms_reject_objects_that_are_not_models(thing):
+    with pytest.raises(TypeError, match="expected a model"):
+        noise.additive(thing, 0.1)
+    with pytest.raises(TypeError, match="expected a model"):
+        noise.stochastic_depth(thing)
+
+
+def test_transform_of_a_module_with_two_models_is_ambiguous():
+    class Two(eqx.Module):
+        a: neurde.NeuralODE
+        b: neurde.NeuralODE
+
+    with pytest.raises(TypeError, match="contains 2 models"):
+        noise.additive(Two(_ode(dt0=0.1), _ode(dt0=0.1)), 0.1)
+
+
+def test_missing_key_in_training_mode():
+    with pytest.raises(ValueError, match="a `key` is needed in training mode"):
+        noise.additive(_ode(dt0=0.1), 0.1)(jnp.ones(2))
+    with pytest.raises(ValueError, match="a `key` is needed in training mode"):
+        noise.stochastic_depth(_stack())(jnp.ones(2))
+    with pytest.raises(ValueError, match="a `key` is needed"):
+        noise.MonteCarlo(noise.additive(_ode(dt0=0.1), 0.1), 4)(jnp.ones(2))
+
+
+def test_constant_step_sde_needs_dt0():
+    with pytest.raises(ValueError, match=r"neither the NeuralODE nor the transform sets `dt0`"):
+        noise.additive(_ode(), 0.1)
+
+
+def test_branch_regularizers_need_a_discrete_euler_stack():
+    with pytest.raises(TypeError, match="randomises the residual branches of a discrete net"):
+        noise.stochastic_depth(_ode(dt0=0.1))
+    with pytest.raises(TypeError, match=r"needs a ResNet stack \(scheme Euler\(\)\)"):
+        noise.residual_dropout(_stack(discrete.RungeKutta.rk4()), 0.2)
+    with pytest.raises(TypeError, match=r"every block must be a `neurde\.noise\.Branches"):
+        noise.shake_shake(_stack())
+
+
+def test_one_branch_regularizer_per_stack():
+    with pytest.raises(ValueError, match="already has StochasticDepth; one branch regularizer"):
+        noise.residual_dropout(noise.stochastic_depth(_stack()), 0.1)
+
+
+def test_solver_options_do_not_apply_to_discrete_nets():
+    with pytest.raises(ValueError, match=r"\['dt0'\] apply to continuous models only"):
+        noise.additive(_stack(), 0.1, dt0=0.1)
+
+
+def test_form_must_be_discrete_or_sde():
+    with pytest.raises(ValueError, match="`form` must be 'discrete' or 'sde', got 'ito'"):
+        noise.stochastic_depth(_stack(), form="ito")
+
+
+@pytest.mark.parametrize("n", [0, -2])
+def test_monte_carlo_needs_at_least_one_sample(n):
+    with pytest.raises(ValueError, match="`num_samples` must be >= 1"):
+        noise.MonteCarlo(_stack(), n)
+
+
+def test_non_noise_objects_are_rejected_by_inject():
+    with pytest.raises(TypeError, match=r"noises must be neurde\.noise\.AbstractNoise"):
+        noise.inject(_ode(dt0=0.1), 0.1)  # pyright: ignore[reportArgumentType]
