@@ -8,6 +8,8 @@ A transform takes a model and returns a model; transforms compose, and
 - random residual branches on ResNets, each in its discrete form and as its SDE:
   `residual_dropout`, `stochastic_depth`, `shake_shake` (blocks of `Branches`),
   `shake_drop`;
+- regularizers that change the solve of a `NeuralODE`: `steer` (random end time) and
+  `rnode` (kinetic and Jacobian penalties integrated along the solve);
 - `MonteCarlo`: average predictions over noise draws.
 """
 
@@ -26,10 +28,12 @@ from .dropout import (
 from .monte_carlo import MonteCarlo as MonteCarlo
 from .multiplicative import Multiplicative as Multiplicative, multiplicative as multiplicative
 from .residual import NoisyStack as NoisyStack
+from .rnode import RNODE as RNODE, rnode as rnode
 from .shake_drop import ShakeDrop as ShakeDrop, shake_drop as shake_drop
 from .shake_shake import Branches as Branches, ShakeShake as ShakeShake, shake_shake as shake_shake
+from .steer import STEER as STEER, steer as steer
 from .stochastic_depth import (
     StochasticDepth as StochasticDepth,
     stochastic_depth as stochastic_depth,
 )
-from .transform import inject as inject, regularize as regularize
+from .transform import inject as inject, regularize as regularize, replace_model as replace_model

@@ -28,26 +28,38 @@ def _is_target(x: Any) -> bool:
     return isinstance(x, _TARGETS)
 
 
-def _replace_inside(owner: str, model: Any, apply: Any) -> Any:
-    """Apply `apply` to the one model inside the Equinox module `model`."""
+def replace_model(
+    owner: str,
+    model: Any,
+    apply: Any,
+    kinds: tuple[type, ...] = _TARGETS,
+    description: str = "a NeuralODE, a NeuralSDE or a discrete.ResidualStack",
+) -> Any:
+    """`apply(model)` if `model` is one of `kinds`; otherwise apply it to the one such model
+    inside the Equinox module `model` and return the module with it replaced."""
+
+    def is_kind(x: Any) -> bool:
+        return isinstance(x, kinds)
+
+    if is_kind(model):
+        return apply(model)
     found = []
     if isinstance(model, eqx.Module):
-        found = [x for x in jax.tree.leaves(model, is_leaf=_is_target) if _is_target(x)]
+        found = [x for x in jax.tree.leaves(model, is_leaf=is_kind) if is_kind(x)]
     if len(found) == 1:
         return eqx.tree_at(
-            lambda m: [x for x in jax.tree.leaves(m, is_leaf=_is_target) if _is_target(x)],
+            lambda m: [x for x in jax.tree.leaves(m, is_leaf=is_kind) if is_kind(x)],
             model,
             [apply(found[0])],
         )
-    kinds = "a NeuralODE, a NeuralSDE or a discrete.ResidualStack"
     if found:
         raise TypeError(
-            f"{owner}: {type(model).__name__} contains {len(found)} models ({kinds}); apply "
-            "the transform to the one you mean, e.g. with `eqx.tree_at`."
+            f"{owner}: {type(model).__name__} contains {len(found)} models ({description}); "
+            "apply the transform to the one you mean, e.g. with `eqx.tree_at`."
         )
     raise TypeError(
-        f"{owner}: expected a model ({kinds}, or an Equinox module containing exactly one), "
-        f"got {type(model).__name__}."
+        f"{owner}: expected a model ({description}, or an Equinox module containing exactly "
+        f"one), got {type(model).__name__}."
     )
 
 
@@ -95,7 +107,7 @@ def inject(
             return eqx.tree_at(lambda s: s.noises, target, target.noises + noises)
         return NoisyStack(target, noises)
 
-    return apply(model) if _is_target(model) else _replace_inside(owner, model, apply)
+    return replace_model(owner, model, apply)
 
 
 def regularize(
@@ -124,7 +136,7 @@ def regularize(
             return NoisyStack(target.stack, target.noises, branch, form, target.inference)
         return NoisyStack(target, (), branch, form)  # pyright: ignore[reportArgumentType]
 
-    return apply(model) if _is_target(model) else _replace_inside(owner, model, apply)
+    return replace_model(owner, model, apply)
 
 
 __all__ = ["inject", "regularize"]

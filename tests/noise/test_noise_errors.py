@@ -117,3 +117,14 @@ def test_monte_carlo_needs_at_least_one_sample(n):
 def test_non_noise_objects_are_rejected_by_inject():
     with pytest.raises(TypeError, match=r"noises must be neurde\.noise\.AbstractNoise"):
         noise.inject(_ode(dt0=0.1), 0.1)  # pyright: ignore[reportArgumentType]
+
+
+def test_steer_and_rnode_transforms_find_the_ode_inside_a_module():
+    class Net(eqx.Module):
+        ode: neurde.NeuralODE
+
+    net = Net(_ode())
+    assert isinstance(noise.steer(net, 0.5).ode, noise.STEER)
+    assert isinstance(noise.rnode(net, jacobian="exact").ode, noise.RNODE)
+    with pytest.raises(TypeError, match=r"expected a model \(a NeuralODE, or an Equinox module"):
+        noise.steer(_stack(), 0.5)
