@@ -56,3 +56,14 @@ def test_tiny_architectures_run_writes_report_and_figure(tmp_path):
     report = (out / "report.md").read_text()
     for name in ("resnet", "revnet", "neural-ode", "Neural ODE cost", "architectures.png"):
         assert name in report
+
+
+def test_tiny_regularizers_run_writes_report_and_figure(tmp_path):
+    out = tmp_path / "reg"
+    args = ["run", "regularizers", "--steps", "3", "--seeds", "2", "--datasets", "digits"]
+    args += ["--regularizers", "none", "rnode", "shake-shake"]
+    assert main([*args, "--out", str(out), "--no-cache", "--no-progress"]) == 0
+    report = (out / "report.md").read_text()
+    for name in ("rnode", "shake-shake", "FGSM 0.1", "test NFE", "regularizers.png"):
+        assert name in report
+    assert "steer" not in report.split("## Settings")[0]

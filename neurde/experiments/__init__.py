@@ -5,8 +5,10 @@ Importing this package does not import matplotlib; each experiment imports it wh
 
 from types import ModuleType
 
-from . import architectures, spiral
+from . import architectures, regularizers, spiral
 
-EXPERIMENTS: dict[str, ModuleType] = {module.NAME: module for module in (spiral, architectures)}
+EXPERIMENTS: dict[str, ModuleType] = {
+    module.NAME: module for module in (spiral, architectures, regularizers)
+}
 
 __all__ = ["EXPERIMENTS"]
