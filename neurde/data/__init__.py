@@ -3,14 +3,21 @@
 Generators of trajectories from known dynamics (the neural ODE spiral, oscillators,
 Lotka-Volterra, the Ornstein-Uhlenbeck process), their vector fields and closed forms, the
 [`neurde.data.Trajectories`][] container they return, irregular sampling and a masked loss,
-a minibatch iterator, and two small classification sets (scikit-learn's 8x8 digits and
-MNIST-1D, in a `Classification` container). Trajectory generators take an explicit `key=`;
+a minibatch iterator, 2-D toy densities (two moons, checkerboard, 8 Gaussians), and two
+small classification sets (scikit-learn's 8x8 digits and MNIST-1D, in a `Classification`
+container). Trajectory generators take an explicit `key=`;
 the classification sets take an integer `seed=` because they are fixed data sets built with
 NumPy, like their references.
 """
 
 from .batching import minibatches as minibatches
 from .classification import Classification as Classification
+from .densities import (
+    DENSITIES as DENSITIES,
+    checkerboard as checkerboard,
+    eight_gaussians as eight_gaussians,
+    two_moons as two_moons,
+)
 from .digits import digits as digits
 from .irregular import irregular as irregular, masked_mse as masked_mse, random_mask as random_mask
 from .lotka_volterra import (
