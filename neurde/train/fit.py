@@ -39,7 +39,8 @@ class History:
         """Seconds of the first step minus a typical later step: compilation, roughly."""
         if len(self.time) < 2:
             return self.time[0] if self.time else 0.0
-        return self.time[0] - float(np.median(self.time[1:]))
+        # Zero when the step was compiled by an earlier `fit` (the compiled step is cached).
+        return max(0.0, self.time[0] - float(np.median(self.time[1:])))
 
 
 class TrainingError(RuntimeError):

@@ -182,7 +182,7 @@ def test_shakedrop_backward_uses_its_own_range():
 
 
 def test_regularized_classifier_trains_with_keys_and_predicts_in_inference_mode():
-    data = neurde.data.digits()
+    data = neurde.data.digits(image=False)
     clf = discrete.Classifier((64,), 10, architecture="resnet", width=16, depth=4, key=jr.key(0))
     model = noise.stochastic_depth(noise.additive(clf, 0.1), 0.8)
 
