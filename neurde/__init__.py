@@ -3,10 +3,11 @@
 The public API is what this module re-exports: vector fields, continuous models, solver
 configuration, training, checkpoints and ensembles. Families live in subpackages:
 `neurde.data` (toy data sets), `neurde.discrete` (family (a): architectures as schemes),
-`neurde.noise` (family (c): regularizers as SDE transforms).
+`neurde.noise` (family (c): regularizers as SDE transforms), `neurde.diffusion` (family (d):
+score-based diffusion).
 """
 
-from . import data as data, discrete as discrete, noise as noise
+from . import data as data, diffusion as diffusion, discrete as discrete, noise as noise
 from ._version import __version__ as __version__
 from .brownian import GridBrownianPath as GridBrownianPath
 from .fields import (

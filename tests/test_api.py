@@ -6,10 +6,19 @@ import sys
 
 import neurde
 import neurde.data
+import neurde.diffusion
 import neurde.discrete
+import neurde.noise
 import neurde.train
 
-PUBLIC_MODULES = [neurde, neurde.data, neurde.discrete, neurde.train]
+PUBLIC_MODULES = [
+    neurde,
+    neurde.data,
+    neurde.discrete,
+    neurde.noise,
+    neurde.diffusion,
+    neurde.train,
+]
 
 
 def _public(module):

@@ -1,0 +1,59 @@
+"""Family (d), generative half: score-based diffusion models.
+
+Forward SDEs (`VESDE`, `VPSDE`, `SubVPSDE`) and DDPM's discrete schedule; denoising
+score-matching losses with three weightings and three ways to sample times; score networks
+(`ScoreMLP`, `ScoreConvNet`) and the `Score` wrapper that reads a noise-predicting network as
+a score; samplers (`EulerMaruyama`, `Ancestral`, `PredictorCorrector`, `ProbabilityFlow`,
+`DDIM`, `DPMSolver`, `EDMHeun`) behind one `sample` function that also returns the number of
+score evaluations; exact log-likelihoods through the probability-flow ODE; and an EMA of the
+weights. Score functions have neurde's field signature `score(t, x, args)` and take one
+example.
+"""
+
+from .ddpm import (
+    DDPMSchedule as DDPMSchedule,
+    ddpm_schedule as ddpm_schedule,
+    respaced_betas as respaced_betas,
+)
+from .ema import ema_update as ema_update
+from .forward import (
+    VESDE as VESDE,
+    VPSDE as VPSDE,
+    AbstractForwardSDE as AbstractForwardSDE,
+    SubVPSDE as SubVPSDE,
+)
+from .likelihood import (
+    Likelihood as Likelihood,
+    bits_per_dim as bits_per_dim,
+    log_likelihood as log_likelihood,
+)
+from .losses import (
+    DSMLoss as DSMLoss,
+    denoising_score_matching as denoising_score_matching,
+    dsm_loss as dsm_loss,
+)
+from .samplers import (
+    DDIM as DDIM,
+    AbstractSampler as AbstractSampler,
+    Ancestral as Ancestral,
+    DPMSolver as DPMSolver,
+    EDMHeun as EDMHeun,
+    EulerMaruyama as EulerMaruyama,
+    PredictorCorrector as PredictorCorrector,
+    ProbabilityFlow as ProbabilityFlow,
+    sample as sample,
+    sample_from as sample_from,
+    time_grid as time_grid,
+)
+from .score import (
+    GaussianScore as GaussianScore,
+    Score as Score,
+    probability_flow_drift as probability_flow_drift,
+    reverse_drift as reverse_drift,
+)
+from .score_nets import (
+    ScoreConvNet as ScoreConvNet,
+    ScoreMLP as ScoreMLP,
+    TimeEmbedding as TimeEmbedding,
+)
+from .time_sampling import sample_times as sample_times
