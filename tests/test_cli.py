@@ -67,3 +67,15 @@ def test_tiny_regularizers_run_writes_report_and_figure(tmp_path):
     for name in ("rnode", "shake-shake", "FGSM 0.1", "test NFE", "regularizers.png"):
         assert name in report
     assert "steer" not in report.split("## Settings")[0]
+
+
+def test_tiny_samplers_run_writes_report_and_figures(tmp_path):
+    out = tmp_path / "samplers"
+    args = ["run", "samplers", "--train-steps", "5", "--nfes", "4", "--reference-nfe", "10"]
+    args += ["--datasets", "8-gaussians", "digits", "--num-samples", "200"]
+    args += ["--samplers", "ddim", "dpm-solver-2", "pf-ode"]
+    assert main([*args, "--out", str(out), "--no-cache", "--no-progress"]) == 0
+    report = (out / "report.md").read_text()
+    for name in ("dpm-solver-2", "pf-ode", "8-gaussians", "quality_vs_nfe.png", "samples_digits"):
+        assert name in report
+    assert (out / "samples_digits.png").exists()

@@ -1,0 +1,359 @@
+"""`neurde run samplers`: every diffusion sampler at equal numbers of score evaluations.
+
+Score networks are trained by denoising score matching (VP SDE, noise prediction, an EMA
+of the weights) on three 2-D densities (two moons, checkerboard, 8 Gaussians) and on
+scikit-learn's 8x8 digits. Each sampler then draws samples at each budget of function
+evaluations (NFE): reverse-SDE Euler–Maruyama, ancestral (DDPM) sampling, predictor–corrector
+with Langevin corrector, DDIM, DPM-Solver 1/2/3, EDM's Heun sampler, and the adaptive
+probability-flow ODE (whose NFE the solver decides from its tolerance). Quality is the sliced
+Wasserstein distance to held-out data (2-D) or the Fréchet distance in the feature space of a
+small classifier trained by the experiment (digits); wall time is measured after compilation.
+"""
+
+import argparse
+import dataclasses
+import time
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+
+from .. import diffusion as dfn
+from ..data import DENSITIES, digits
+from ..train import fit, init_optimizer, make_step
+from .report import Report, markdown_table
+
+NAME = "samplers"
+DESCRIPTION = "Diffusion samplers (EM, PC, PF-ODE, DDIM, DPM-Solver 1-3, EDM) at equal NFE."
+
+SAMPLERS = (
+    "euler-maruyama", "ancestral", "predictor-corrector", "ddim", "dpm-solver-1",
+    "dpm-solver-2", "dpm-solver-3", "edm-heun", "pf-ode",
+)  # fmt: skip
+# Tolerances of the adaptive probability-flow ODE, one per NFE budget (by position).
+PF_TOLERANCES = (3e-2, 1e-2, 1e-3, 1e-4, 1e-5)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplersConfig:
+    """Settings; the default is the quick one, `full()` the documented large one."""
+
+    datasets: tuple[str, ...] = ("two-moons", "checkerboard", "8-gaussians", "digits")
+    samplers: tuple[str, ...] = SAMPLERS
+    nfes: tuple[int, ...] = (10, 20, 50)
+    reference_nfe: int = 200
+    train_steps: int = 1500
+    batch_size: int = 512
+    learning_rate: float = 5e-3
+    ema_decay: float = 0.995
+    width: int = 128
+    channels: int = 16
+    digits_net: str = "mlp"
+    train_points: int = 20_000
+    num_samples: int = 1000
+    seed: int = 0
+
+    @classmethod
+    def full(cls, **overrides: Any) -> "SamplersConfig":
+        """NFE 10-1000, a 1000-step EM reference, 10 000 training steps, 4000 samples per 2-D
+        evaluation, the convolutional score net for digits (the quick run uses an MLP on the
+        flattened images: on a CPU the convolutional one trains about 30x slower)."""
+        base = {"nfes": (10, 20, 50, 100, 1000), "reference_nfe": 1000, "train_steps": 10_000,
+                "num_samples": 4000, "channels": 32, "digits_net": "conv"}  # fmt: skip
+        return cls(**{**base, **overrides})
+
+
+def make_sampler(name: str, nfe: int, index: int) -> dfn.AbstractSampler:
+    """The sampler `name` with (about) `nfe` score evaluations; `index` picks the PF tolerance."""
+    if name == "euler-maruyama":
+        return dfn.EulerMaruyama(steps=nfe)
+    if name == "ancestral":
+        return dfn.Ancestral(steps=nfe)
+    if name == "predictor-corrector":
+        return dfn.PredictorCorrector(steps=max(nfe // 2, 1), corrector_steps=1)
+    if name == "ddim":
+        return dfn.DDIM(steps=nfe)
+    if name.startswith("dpm-solver-"):
+        order = int(name[-1])
+        return dfn.DPMSolver(steps=max(nfe // order, 1), order=order)  # pyright: ignore[reportArgumentType]
+    if name == "edm-heun":
+        return dfn.EDMHeun(steps=max((nfe + 1) // 2, 1))
+    if name == "pf-ode":
+        tol = PF_TOLERANCES[min(index, len(PF_TOLERANCES) - 1)]
+        return dfn.ProbabilityFlow(rtol=tol, atol=tol)
+    raise ValueError(f"samplers: unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}.")
+
+
+def sliced_wasserstein(
+    x: jax.Array, y: jax.Array, *, key: Any, projections: int = 256
+) -> jax.Array:
+    """Sliced 2-Wasserstein distance between two equal-size point clouds (random directions)."""
+    directions = jr.normal(key, (projections, x.shape[-1]))
+    directions = directions / jnp.linalg.norm(directions, axis=-1, keepdims=True)
+    px = jnp.sort(x @ directions.T, axis=0)
+    py = jnp.sort(y @ directions.T, axis=0)
+    return jnp.sqrt(jnp.mean((px - py) ** 2))
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    r"""Fréchet distance of two feature sets (as in FID, Heusel et al. 2017).
+
+    $\|\mu_a - \mu_b\|^2 + \operatorname{tr}(S_a + S_b - 2 (S_a S_b)^{1/2})$.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.cov(a.T), np.cov(b.T)
+    # tr (S_a S_b)^{1/2} = sum of sqrt eigenvalues of S_a^{1/2} S_b S_a^{1/2} (symmetric PSD).
+    w, v = np.linalg.eigh(s_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.linalg.eigvalsh(root_a @ s_b @ root_a)
+    trace_root = np.sum(np.sqrt(np.clip(cross, 0, None)))
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(s_a) + np.trace(s_b) - 2 * trace_root)
+
+
+class FeatureNet(eqx.Module):
+    """A small MLP classifier of flattened digits; `features` is its last hidden layer."""
+
+    hidden: eqx.nn.MLP
+    head: eqx.nn.Linear
+
+    def __init__(self, key: Any):
+        k1, k2 = jr.split(key)
+        self.hidden = eqx.nn.MLP(64, 64, 64, 1, activation=jax.nn.relu,
+                                 final_activation=jax.nn.relu, key=k1)  # fmt: skip
+        self.head = eqx.nn.Linear(64, 10, key=k2)
+
+    def features(self, x: jax.Array) -> jax.Array:
+        return self.hidden(x.reshape(-1))
+
+    def __call__(self, x: jax.Array, *, key: Any = None) -> jax.Array:
+        return self.head(self.features(x))
+
+
+def train_feature_net(x: np.ndarray, y: np.ndarray, seed: int) -> FeatureNet:
+    def loss(model, batch, key):
+        xb, yb = batch
+        logits = jax.vmap(model)(xb)
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, yb))
+
+    result = fit(FeatureNet(jr.key(seed)), loss, (x, y), steps=600, batch_size=128,
+                 optim=optax.adam(3e-3), key=jr.key(seed + 1), progress=False)  # fmt: skip
+    return result.model
+
+
+def load(name: str, config: SamplersConfig) -> tuple[np.ndarray, np.ndarray, Any]:
+    """(train, held-out) data, and for digits the data set itself (for the feature net)."""
+    key = jr.fold_in(jr.key(config.seed), abs(hash(name)) % 10_000)
+    if name in DENSITIES:
+        make = DENSITIES[name]
+        train = np.asarray(make(config.train_points, key=key))
+        test = np.asarray(make(config.num_samples, key=jr.fold_in(key, 1)))
+        return train, test, None
+    if name == "digits":
+        data = digits(image=config.digits_net == "conv", seed=config.seed)
+        return np.asarray(data.x_train), np.asarray(data.x_test), data
+    raise ValueError(
+        f"samplers: unknown data set {name!r}; choose from {', '.join([*DENSITIES, 'digits'])}."
+    )
+
+
+def train_score(train: np.ndarray, config: SamplersConfig, sde: Any) -> tuple[Any, float]:
+    """A noise-predicting score network trained by DSM; returns its EMA and the train time."""
+    key = jr.key(config.seed)
+    if train.ndim == 2:
+        # Random Fourier time features fit the 2-D densities' fine structure better than
+        # sinusoidal ones in short runs (notebook 04).
+        width = config.width if train.shape[1] <= 2 else 2 * config.width
+        model: Any = dfn.ScoreMLP(train.shape[1], width, 3, embedding="fourier", key=key)
+    else:
+        model = dfn.ScoreConvNet(config.channels, train.shape[1], key=key)
+
+    def loss(m, batch, k):
+        return dfn.dsm_loss(m, sde, batch, time_sampling="low_discrepancy", key=k)
+
+    schedule = optax.cosine_decay_schedule(config.learning_rate, config.train_steps)
+    optim = optax.adam(schedule)
+    step = make_step(loss, optim)
+    ema_step = eqx.filter_jit(dfn.ema_update)
+    opt_state, ema = init_optimizer(optim, model), model
+    rng = np.random.default_rng(config.seed)
+    data = jnp.asarray(train)
+    start = time.perf_counter()
+    for i in range(config.train_steps):
+        idx = rng.integers(0, len(train), config.batch_size)
+        model, opt_state, _, _ = step(model, opt_state, data[idx], jr.fold_in(key, i))
+        ema = ema_step(ema, model, config.ema_decay)
+    jax.block_until_ready(ema)
+    return ema, time.perf_counter() - start
+
+
+@eqx.filter_jit
+def _draw(sampler: Any, score: Any, sde: Any, num: int, shape: tuple, key: Any) -> Any:
+    return dfn.sample(sampler, score, sde, num, shape, key=key)
+
+
+def run_dataset(name: str, config: SamplersConfig, log: Any) -> dict[str, Any]:
+    train, test, data = load(name, config)
+    sde = dfn.VPSDE()
+    model, train_seconds = train_score(train, config, sde)
+    score = dfn.Score(model, sde, "noise")
+    shape = tuple(train.shape[1:])
+    num = config.num_samples if name in DENSITIES else len(test)
+    if name in DENSITIES:
+
+        def quality(samples):
+            return float(sliced_wasserstein(samples, jnp.asarray(test[:num]), key=jr.key(1)))
+
+    else:
+        feature_net = train_feature_net(data.x_train, data.y_train, config.seed)
+        features = eqx.filter_jit(lambda m, x: jax.vmap(m.features)(x))
+        reference = np.asarray(features(feature_net, jnp.asarray(test)))
+
+        def quality(samples):
+            return frechet_distance(np.asarray(features(feature_net, samples)), reference)
+
+    rows, grids = [], {}
+    budgets = [(s, n, i) for s in config.samplers for i, n in enumerate(config.nfes)]
+    budgets.append(("euler-maruyama", config.reference_nfe, len(config.nfes)))
+    for sampler_name, nfe, index in budgets:
+        sampler = make_sampler(sampler_name, nfe, index)
+        key = jr.key(config.seed + 7)
+        samples, used = _draw(sampler, score, sde, num, shape, key)  # compiles
+        start = time.perf_counter()
+        samples, used = jax.block_until_ready(_draw(sampler, score, sde, num, shape, key))
+        seconds = time.perf_counter() - start
+        finite = bool(jnp.all(jnp.isfinite(samples)))
+        q = quality(samples) if finite else float("nan")
+        rows.append({"dataset": name, "sampler": sampler_name, "budget": nfe,
+                     "nfe": int(used), "quality": q, "seconds": seconds})  # fmt: skip
+        if nfe == config.nfes[min(1, len(config.nfes) - 1)] or (
+            sampler_name == "euler-maruyama" and nfe == config.reference_nfe
+        ):
+            grids[(sampler_name, nfe)] = np.asarray(samples)
+        log(f"{name:12s} {sampler_name:20s} NFE {int(used):5d} quality {q:.4f} {seconds:.3f}s")
+    return {"rows": rows, "grids": grids, "test": test, "train_seconds": train_seconds}
+
+
+def _figures(results: dict[str, Any], config: SamplersConfig, report: Report) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        rows = [r for r in results[name]["rows"] if r["budget"] != config.reference_nfe
+                or r["sampler"] != "euler-maruyama"]  # fmt: skip
+        for sampler in config.samplers:
+            sel = [r for r in rows if r["sampler"] == sampler]
+            ax.plot([r["nfe"] for r in sel], [r["quality"] for r in sel], "o-", label=sampler)
+        ref = [r for r in results[name]["rows"] if r["budget"] == config.reference_nfe]
+        if ref:
+            ax.axhline(ref[0]["quality"], color="k", ls="--", label=f"EM, {ref[0]['nfe']} NFE")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("NFE")
+        ax.set_title(name)
+        ax.set_ylabel("sliced W2" if name in DENSITIES else "feature Fréchet distance")
+    axes[0, -1].legend(fontsize=7)
+    report.add_figure(
+        fig, "quality_vs_nfe", "Sample quality vs score evaluations (lower is better)."
+    )
+    plt.close(fig)
+
+    mid = config.nfes[min(1, len(config.nfes) - 1)]
+    for name in names:
+        grids = results[name]["grids"]
+        keys = [k for k in grids]
+        fig, axes = plt.subplots(1, len(keys) + 1, figsize=(2.6 * (len(keys) + 1), 2.8),
+                                 squeeze=False)  # fmt: skip
+        panels = [("held-out data", results[name]["test"])]
+        panels += [(f"{s}\nNFE {n}", grids[(s, n)]) for s, n in keys]
+        for ax, (title, x) in zip(axes[0], panels, strict=True):
+            if name in DENSITIES:
+                ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.5)
+                ax.set_xlim(-4.5, 4.5)
+                ax.set_ylim(-4.5, 4.5)
+            else:
+                tiles = x[:16].reshape(4, 4, 8, 8).transpose(0, 2, 1, 3).reshape(32, 32)
+                ax.imshow(tiles, cmap="gray_r")
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        report.add_figure(
+            fig, f"samples_{name}", f"{name}: samples at NFE {mid} and the reference."
+        )
+        plt.close(fig)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `neurde run samplers`."""
+    parser.add_argument("--train-steps", type=int, help="DSM training steps (quick: 1500)")
+    parser.add_argument("--datasets", nargs="+", choices=[*DENSITIES, "digits"], help="data")
+    parser.add_argument("--samplers", nargs="+", choices=list(SAMPLERS), help="samplers")
+    parser.add_argument("--nfes", nargs="+", type=int, help="NFE budgets (quick: 10 20 50)")
+    parser.add_argument("--reference-nfe", type=int, help="Euler–Maruyama reference (200)")
+    parser.add_argument("--num-samples", type=int, help="samples per 2-D evaluation (1000)")
+
+
+def config_from_args(args: argparse.Namespace) -> SamplersConfig:
+    overrides: dict[str, Any] = {"seed": args.seed}
+    for name in ("train_steps", "reference_nfe", "num_samples"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    for name in ("datasets", "samplers", "nfes"):
+        if getattr(args, name, None):
+            overrides[name] = tuple(getattr(args, name))
+    return SamplersConfig.full(**overrides) if args.full else SamplersConfig(**overrides)
+
+
+def run(args: argparse.Namespace) -> Report:
+    """Train, sample with every sampler at every budget, and write the report."""
+    config = config_from_args(args)
+    results = {name: run_dataset(name, config, print) for name in config.datasets}
+    report = Report("Diffusion samplers at equal NFE", args.out)
+    header = ["data set", "sampler", "NFE", "quality", "wall s"]
+    table = [
+        [r["dataset"], r["sampler"], r["nfe"], f"{r['quality']:.4f}", f"{r['seconds']:.3f}"]
+        for res in results.values() for r in res["rows"]
+    ]  # fmt: skip
+    report.add(
+        "Results",
+        "Quality: sliced 2-Wasserstein distance to held-out points (2-D densities) or Fréchet "
+        "distance between classifier features of samples and of the test digits (digits); "
+        "lower is better. NFE is the number of score evaluations the sampler reported (the "
+        "probability-flow ODE's is its adaptive solver's, at tolerances "
+        f"{PF_TOLERANCES[: len(config.nfes)]}). Wall time is one compiled call for the batch.\n\n"
+        + markdown_table(header, table),
+    )
+    best = []
+    for name, res in results.items():
+        ref = next(r for r in res["rows"] if r["budget"] == config.reference_nfe)
+        for sampler in config.samplers:
+            hits = [
+                r["nfe"] for r in res["rows"] if r["sampler"] == sampler
+                and r["budget"] != config.reference_nfe and r["quality"] <= ref["quality"]
+            ]  # fmt: skip
+            best.append([name, sampler, min(hits) if hits else f"> {max(config.nfes)}"])
+    report.add(
+        f"NFE to reach {config.reference_nfe}-step Euler–Maruyama quality",
+        markdown_table(["data set", "sampler", "smallest NFE tried that matches"], best),
+    )
+    train_rows = [[n, f"{r['train_seconds']:.1f}"] for n, r in results.items()]
+    report.add(
+        "Training",
+        markdown_table(["data set", "train s"], train_rows)
+        + "\n\nVP SDE (beta 0.1 to 20), noise prediction, denoising score matching with "
+        "low-discrepancy times and the score weighting, Adam with cosine decay, EMA of weights.",
+    )
+    report.add(
+        "Settings",
+        markdown_table(["setting", "value"], [[k, v] for k, v in vars(config).items()]),
+    )
+    _figures(results, config, report)
+    return report
