@@ -1,4 +1,4 @@
-"""README's Python example runs as written (with fewer training steps)."""
+"""README's Python examples run as written (with fewer training steps)."""
 
 import pathlib
 import re
@@ -19,3 +19,15 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     mean, std = namespace["mean"], namespace["std"]
     assert mean.shape == (40, 2) and std.shape == (40, 2)
     assert float(std.max()) > 0  # independently initialised members disagree
+
+
+def test_readme_noise_and_diffusion_examples_run(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) == 3, "README: the core, noise and diffusion examples"
+    header = "import jax, jax.numpy as jnp, jax.random as jr, optax\nimport neurde\n"
+    namespace: dict = {}
+    exec(compile(header + blocks[1] + blocks[2], str(README), "exec"), namespace)
+    assert namespace["y"].shape == (4,) and namespace["logits"].shape == (10,)
+    assert abs(float(namespace["logits"].sum()) - 1) < 1e-5  # averaged probabilities
+    samples, nfe = namespace["samples"], namespace["nfe"]
+    assert samples.shape == (1024, 2) and int(nfe) == 20  # 10 steps of order 2
