@@ -208,7 +208,36 @@ def _linear_beta_time(beta_min: float, beta_max: float, integral: Any) -> Array:
     return 2 * integral / (beta_min + root)
 
 
-class VPSDE(AbstractForwardSDE):
+class AbstractLinearBetaSDE(AbstractForwardSDE):
+    r"""Shared by VP and sub-VP: the linear schedule $\beta(t) = \beta_{min} + t(\beta_{max} -
+    \beta_{min})$, drift $-\tfrac12\beta(t)\,x$ and mean coefficient $e^{-B(t)/2}$."""
+
+    beta_min: eqx.AbstractVar[float]
+    beta_max: eqx.AbstractVar[float]
+
+    def _check_betas(self) -> None:
+        if not (0 < self.beta_min < self.beta_max):
+            raise ValueError(
+                f"{type(self).__name__}: needs 0 < beta_min < beta_max, got beta_min="
+                f"{self.beta_min!r}, beta_max={self.beta_max!r}. The usual values are 0.1 and 20."
+            )
+
+    def beta(self, t: Time) -> Array:
+        r"""$\beta(t)$."""
+        return self.beta_min + jnp.asarray(t) * (self.beta_max - self.beta_min)
+
+    def beta_integral(self, t: Time) -> Array:
+        r"""$B(t) = \int_0^t \beta(s)\,ds$."""
+        return _linear_beta_integral(self.beta_min, self.beta_max, t)
+
+    def drift_coeff(self, t: Time) -> Array:
+        return -0.5 * self.beta(t)
+
+    def mean_coeff(self, t: Time) -> Array:
+        return jnp.exp(-0.5 * self.beta_integral(t))
+
+
+class VPSDE(AbstractLinearBetaSDE):
     r"""The variance-preserving SDE $dx = -\tfrac12\beta(t)\,x\,dt + \sqrt{\beta(t)}\,dW$.
 
     $\beta(t) = \beta_{\min} + t(\beta_{\max} - \beta_{\min})$ is the continuous limit of
@@ -233,30 +262,12 @@ class VPSDE(AbstractForwardSDE):
     beta_max: float
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        if not (0 < beta_min < beta_max):
-            raise ValueError(
-                f"VPSDE: needs 0 < beta_min < beta_max, got beta_min={beta_min!r}, "
-                f"beta_max={beta_max!r}. The usual values are 0.1 and 20."
-            )
         self.beta_min = float(beta_min)
         self.beta_max = float(beta_max)
-
-    def beta(self, t: Time) -> Array:
-        r"""$\beta(t)$."""
-        return self.beta_min + jnp.asarray(t) * (self.beta_max - self.beta_min)
-
-    def beta_integral(self, t: Time) -> Array:
-        r"""$B(t) = \int_0^t \beta(s)\,ds$."""
-        return _linear_beta_integral(self.beta_min, self.beta_max, t)
-
-    def drift_coeff(self, t: Time) -> Array:
-        return -0.5 * self.beta(t)
+        self._check_betas()
 
     def diffusion(self, t: Time) -> Array:
         return jnp.sqrt(self.beta(t))
-
-    def mean_coeff(self, t: Time) -> Array:
-        return jnp.exp(-0.5 * self.beta_integral(t))
 
     def std(self, t: Time) -> Array:
         return jnp.sqrt(-jnp.expm1(-self.beta_integral(t)))
@@ -281,7 +292,7 @@ class VPSDE(AbstractForwardSDE):
         return _linear_beta_time(self.beta_min, self.beta_max, integral)
 
 
-class SubVPSDE(AbstractForwardSDE):
+class SubVPSDE(AbstractLinearBetaSDE):
     r"""The sub-VP SDE $dx = -\tfrac12\beta(t)\,x\,dt + \sqrt{\beta(t)(1 - e^{-2B(t)})}\,dW$.
 
     Same $\beta(t)$ and $B(t)$ as `VPSDE`; its variance stays below the VP one (Song et al.
@@ -300,30 +311,12 @@ class SubVPSDE(AbstractForwardSDE):
     beta_max: float
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        if not (0 < beta_min < beta_max):
-            raise ValueError(
-                f"SubVPSDE: needs 0 < beta_min < beta_max, got beta_min={beta_min!r}, "
-                f"beta_max={beta_max!r}. The usual values are 0.1 and 20."
-            )
         self.beta_min = float(beta_min)
         self.beta_max = float(beta_max)
-
-    def beta(self, t: Time) -> Array:
-        r"""$\beta(t)$."""
-        return self.beta_min + jnp.asarray(t) * (self.beta_max - self.beta_min)
-
-    def beta_integral(self, t: Time) -> Array:
-        r"""$B(t) = \int_0^t \beta(s)\,ds$."""
-        return _linear_beta_integral(self.beta_min, self.beta_max, t)
-
-    def drift_coeff(self, t: Time) -> Array:
-        return -0.5 * self.beta(t)
+        self._check_betas()
 
     def diffusion(self, t: Time) -> Array:
         return jnp.sqrt(-self.beta(t) * jnp.expm1(-2 * self.beta_integral(t)))
-
-    def mean_coeff(self, t: Time) -> Array:
-        return jnp.exp(-0.5 * self.beta_integral(t))
 
     def std(self, t: Time) -> Array:
         return -jnp.expm1(-self.beta_integral(t))
