@@ -242,3 +242,16 @@ def test_score_wrapper_reads_noise_and_score_models_alike():
     as_score = nd.Score(score, sde, "score")
     np.testing.assert_allclose(as_score(t, x), score(t, x))
     np.testing.assert_allclose(as_score.noise(t, x), noise_model(t, x, None), rtol=1e-6)
+
+
+def test_samplers_are_static_configuration_under_plain_jit():
+    # Step counts, orders and grids are static fields, so a sampler passes through `jax.jit`
+    # (not only `eqx.filter_jit`) and the NFE is the same as eagerly.
+    sde = nd.VPSDE()
+    score = nd.GaussianScore(sde, jnp.zeros(2), jnp.eye(2))
+    draw = jax.jit(lambda s, k: nd.sample(s, score, sde, 4, (2,), key=k)[1])
+    for sampler, nfe in [
+        (nd.DDIM(5, eta=1.0), 5), (nd.DPMSolver(4, order=3), 12), (nd.EDMHeun(4, churn=0.5), 7),
+        (nd.PredictorCorrector(4), 8),
+    ]:  # fmt: skip
+        assert int(draw(sampler, jr.key(0))) == nfe

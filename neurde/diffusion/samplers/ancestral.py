@@ -2,6 +2,7 @@ r"""Ancestral sampling of DDPM, for the VP SDE only."""
 
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -41,8 +42,8 @@ class Ancestral(AbstractSampler):
     Nichol & Dhariwal, ICML 2021 (respacing).
     """
 
-    steps: int
-    eps: float
+    steps: int = eqx.field(static=True)
+    eps: float = eqx.field(static=True)
 
     def __init__(self, steps: int = 1000, *, eps: float = 1e-3):
         self.steps = check_steps("Ancestral", steps)

@@ -2,6 +2,7 @@ r"""DDIM: denoising diffusion implicit models, the eta family."""
 
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -49,10 +50,10 @@ class DDIM(AbstractSampler):
     References: Song, Meng, Ermon, "Denoising Diffusion Implicit Models", ICLR 2021.
     """
 
-    steps: int
-    eta: float
-    eps: float
-    time_grid: TimeGrid
+    steps: int = eqx.field(static=True)
+    eta: float = eqx.field(static=True)
+    eps: float = eqx.field(static=True)
+    time_grid: TimeGrid = eqx.field(static=True)
 
     def __init__(
         self,

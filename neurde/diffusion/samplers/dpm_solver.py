@@ -2,6 +2,7 @@ r"""DPM-Solver: exponential integrators of the probability-flow ODE in log-SNR t
 
 from typing import Any, Literal
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
@@ -68,10 +69,10 @@ class DPMSolver(AbstractSampler):
     Probabilistic Model Sampling in Around 10 Steps", NeurIPS 2022.
     """
 
-    steps: int
-    order: Literal[1, 2, 3]
-    eps: float
-    time_grid: TimeGrid
+    steps: int = eqx.field(static=True)
+    order: Literal[1, 2, 3] = eqx.field(static=True)
+    eps: float = eqx.field(static=True)
+    time_grid: TimeGrid = eqx.field(static=True)
 
     def __init__(
         self,

@@ -3,6 +3,7 @@ r"""The EDM sampler of Karras et al. 2022: Heun's method in $\tilde\sigma$, opti
 import math
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -61,13 +62,13 @@ class EDMHeun(AbstractSampler):
     Diffusion-Based Generative Models", NeurIPS 2022.
     """
 
-    steps: int
-    rho: float
-    churn: float
-    s_tmin: float
-    s_tmax: float
-    s_noise: float
-    eps: float
+    steps: int = eqx.field(static=True)
+    rho: float = eqx.field(static=True)
+    churn: float = eqx.field(static=True)
+    s_tmin: float = eqx.field(static=True)
+    s_tmax: float = eqx.field(static=True)
+    s_noise: float = eqx.field(static=True)
+    eps: float = eqx.field(static=True)
 
     def __init__(
         self,

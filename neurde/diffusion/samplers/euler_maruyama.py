@@ -2,6 +2,7 @@ r"""Euler–Maruyama on the reverse-time SDE."""
 
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -43,10 +44,10 @@ class EulerMaruyama(AbstractSampler):
     Differential Equations", 1992.
     """
 
-    steps: int
-    eps: float
-    time_grid: TimeGrid
-    denoise: bool
+    steps: int = eqx.field(static=True)
+    eps: float = eqx.field(static=True)
+    time_grid: TimeGrid = eqx.field(static=True)
+    denoise: bool = eqx.field(static=True)
 
     def __init__(
         self,

@@ -2,6 +2,7 @@ r"""Predictor–corrector sampling: reverse-SDE steps interleaved with Langevin 
 
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -61,12 +62,12 @@ class PredictorCorrector(AbstractSampler):
     References: Song et al., ICLR 2021, Sec. 4.2 and Appendix G.
     """
 
-    steps: int
-    corrector_steps: int
-    snr: float
-    eps: float
-    time_grid: TimeGrid
-    denoise: bool
+    steps: int = eqx.field(static=True)
+    corrector_steps: int = eqx.field(static=True)
+    snr: float = eqx.field(static=True)
+    eps: float = eqx.field(static=True)
+    time_grid: TimeGrid = eqx.field(static=True)
+    denoise: bool = eqx.field(static=True)
 
     def __init__(
         self,
