@@ -43,6 +43,8 @@ def samplers_at(nfe: int) -> dict[str, nd.AbstractSampler]:
         "DDIM": nd.DDIM(nfe),
         "DPM-Solver-2": nd.DPMSolver(max(nfe // 2, 1), order=2),
         "DPM-Solver-3": nd.DPMSolver(max(nfe // 3, 1), order=3),
+        "DPM-Solver-2M (multistep)": nd.DPMSolverMultistep(nfe, order=2),
+        "DPM-Solver-3M (multistep)": nd.DPMSolverMultistep(nfe, order=3),
         "EDM Heun": nd.EDMHeun(max((nfe + 1) // 2, 1)),
     }
 

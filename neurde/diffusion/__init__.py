@@ -4,10 +4,10 @@ Forward SDEs (`VESDE`, `VPSDE`, `SubVPSDE`) and DDPM's discrete schedule; denois
 score-matching losses with three weightings and three ways to sample times; score networks
 (`ScoreMLP`, `ScoreConvNet`) and the `Score` wrapper that reads a noise-predicting network as
 a score; samplers (`EulerMaruyama`, `Ancestral`, `PredictorCorrector`, `ProbabilityFlow`,
-`DDIM`, `DPMSolver`, `EDMHeun`) behind one `sample` function that also returns the number of
-score evaluations; exact log-likelihoods through the probability-flow ODE; and an EMA of the
-weights. Score functions have neurde's field signature `score(t, x, args)` and take one
-example.
+`DDIM`, `DPMSolver`, `DPMSolverMultistep`, `EDMHeun`) behind one `sample` function that
+also returns the number of score evaluations; exact log-likelihoods through the
+probability-flow ODE; and an EMA of the weights. Score functions have neurde's field
+signature `score(t, x, args)` and take one example.
 """
 
 from .ddpm import (
@@ -37,6 +37,7 @@ from .samplers import (
     AbstractSampler as AbstractSampler,
     Ancestral as Ancestral,
     DPMSolver as DPMSolver,
+    DPMSolverMultistep as DPMSolverMultistep,
     EDMHeun as EDMHeun,
     EulerMaruyama as EulerMaruyama,
     PredictorCorrector as PredictorCorrector,
