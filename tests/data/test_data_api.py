@@ -3,6 +3,10 @@ import inspect
 import neurde.data
 
 _PUBLIC = {
+    "DENSITIES",
+    "checkerboard",
+    "eight_gaussians",
+    "two_moons",
     "Classification",
     "Trajectories",
     "digits",
@@ -45,6 +49,9 @@ def test_key_is_keyword_only_and_last():
         "minibatches",
         "random_mask",
         "irregular",
+        "two_moons",
+        "checkerboard",
+        "eight_gaussians",
     ]:
         parameters = list(inspect.signature(getattr(neurde.data, name)).parameters.values())
         assert parameters[-1].name == "key", name
