@@ -23,6 +23,24 @@ from .base import (
 )
 
 
+def noise_switch(steps: int, denoise: bool, dtype: Any) -> Array:
+    """1 for the steps that add noise, 0 for the last one when `denoise`."""
+    on = jnp.arange(steps) < steps - 1 if denoise else jnp.ones(steps, bool)
+    return on.astype(dtype)
+
+
+def reverse_step(
+    sde: AbstractForwardSDE, score: Any, x: Array, t: Array, s: Array, on: Array, key: Any
+) -> Array:
+    r"""One Euler–Maruyama step of the reverse SDE from $t$ down to $s < t$:
+    $x - [f(t)x - g(t)^2 \nabla\log p_t(x)](t - s) + g(t)\sqrt{t - s}\,z$ (noise times `on`)."""
+    dt = t - s
+    g = sde.diffusion(t)
+    drift = sde.drift_coeff(t) * x - g**2 * score(t, x)
+    z = jr.normal(key, x.shape, x.dtype)
+    return x - drift * dt + on * g * jnp.sqrt(dt) * z
+
+
 class EulerMaruyama(AbstractSampler):
     r"""Euler–Maruyama on the reverse SDE $dx = [f(t)x - g(t)^2\nabla\log p_t(x)]\,dt + g\,d\bar W$.
 
@@ -74,17 +92,13 @@ class EulerMaruyama(AbstractSampler):
         key = require_key("EulerMaruyama", key, "the reverse SDE samples Brownian increments")
         score = bind_args(score_fn, args)
         ts = time_grid(sde, self.steps, self.time_grid, eps=self.eps, dtype=x_T.dtype)
-        noisy = jnp.arange(self.steps) < self.steps - 1 if self.denoise else jnp.ones(self.steps)
 
         def step(x: Array, inputs: Any) -> tuple[Array, None]:
             t, s, on, k = inputs
-            dt = t - s
-            g = sde.diffusion(t)
-            drift = sde.drift_coeff(t) * x - g**2 * score(t, x)
-            z = jr.normal(k, x.shape, x.dtype)
-            return x - drift * dt + on * g * jnp.sqrt(dt) * z, None
+            return reverse_step(sde, score, x, t, s, on, k), None
 
-        xs = (ts[:-1], ts[1:], noisy.astype(x_T.dtype), jr.split(key, self.steps))
+        xs = (ts[:-1], ts[1:], noise_switch(self.steps, self.denoise, x_T.dtype),
+              jr.split(key, self.steps))  # fmt: skip
         x, _ = jax.lax.scan(step, x_T, xs)
         return x, jnp.asarray(self.steps)
 

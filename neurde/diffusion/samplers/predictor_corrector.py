@@ -22,6 +22,7 @@ from .base import (
     require_key,
     time_grid,
 )
+from .euler_maruyama import noise_switch, reverse_step
 
 
 def _mean_norm(x: Array) -> Array:
@@ -118,19 +119,15 @@ class PredictorCorrector(AbstractSampler):
         key = require_key("PredictorCorrector", key, "Langevin steps and the reverse SDE")
         score = bind_args(score_fn, args)
         ts = time_grid(sde, self.steps, self.time_grid, eps=self.eps, dtype=x_T.dtype)
-        noisy = jnp.arange(self.steps) < self.steps - 1 if self.denoise else jnp.ones(self.steps)
 
         def step(x: Array, inputs: Any) -> tuple[Array, None]:
             t, s, on, k = inputs
             corrector_key, predictor_key = jr.split(k)
             x = self._correct(sde, score, x, t, s, corrector_key)
-            dt = t - s
-            g = sde.diffusion(t)
-            drift = sde.drift_coeff(t) * x - g**2 * score(t, x)
-            z = jr.normal(predictor_key, x.shape, x.dtype)
-            return x - drift * dt + on * g * jnp.sqrt(dt) * z, None
+            return reverse_step(sde, score, x, t, s, on, predictor_key), None
 
-        xs = (ts[:-1], ts[1:], noisy.astype(x_T.dtype), jr.split(key, self.steps))
+        xs = (ts[:-1], ts[1:], noise_switch(self.steps, self.denoise, x_T.dtype),
+              jr.split(key, self.steps))  # fmt: skip
         x, _ = jax.lax.scan(step, x_T, xs)
         return x, jnp.asarray(self.steps * (self.corrector_steps + 1))
 
