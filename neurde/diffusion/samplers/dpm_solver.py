@@ -52,11 +52,11 @@ class DPMSolver(AbstractSampler):
 
     A step of order $k$ costs $k$ score evaluations: NFE = `order * steps`. Global order
     $k$ in the step size (tests/diffusion/test_samplers.py fits it). The default grid is
-    uniform in $\lambda$, the paper's choice for low-resolution data. The singlestep variant
-    is used (not the multistep DPM-Solver++ of Lu et al. 2023), with a constant order: the
-    paper's "DPM-Solver-fast" mixes orders to hit an NFE budget exactly; here pick
-    `steps = NFE // order`. Works for every SDE (it needs only $\alpha_t$, $\sigma_t$ and
-    $t(\lambda)$).
+    uniform in $\lambda$, the paper's choice for low-resolution data. This is the singlestep
+    variant with a constant order (the paper's "DPM-Solver-fast" mixes orders to hit an NFE
+    budget exactly; here pick `steps = NFE // order`); `DPMSolverMultistep` spends one
+    evaluation per step and is the more accurate at small budgets. Works for every SDE (it
+    needs only $\alpha_t$, $\sigma_t$ and $t(\lambda)$).
 
     **Arguments:**
 
