@@ -1,6 +1,7 @@
 """neurde: neural ordinary and stochastic differential equations in JAX.
 
-The public API is what this module re-exports: vector fields, continuous models, solver
+The public API is what this module re-exports: vector fields, the model interface
+(`AbstractModel` and `ModelSolution`, see `neurde.model`), continuous models, solver
 configuration, training, checkpoints and ensembles. Families live in subpackages:
 `neurde.data` (toy data sets), `neurde.discrete` (family (a): architectures as schemes),
 `neurde.noise` (family (c): regularizers as SDE transforms), `neurde.diffusion` (family (d):
@@ -10,6 +11,7 @@ score-based diffusion).
 from . import data as data, diffusion as diffusion, discrete as discrete, noise as noise
 from ._version import __version__ as __version__
 from .brownian import GridBrownianPath as GridBrownianPath
+from .composed import Composed as Composed
 from .fields import (
     AbstractField as AbstractField,
     FunctionField as FunctionField,
@@ -17,8 +19,16 @@ from .fields import (
     MLPField as MLPField,
     as_field as as_field,
 )
+from .model import (
+    AbstractContinuousModel as AbstractContinuousModel,
+    AbstractContinuousWrapper as AbstractContinuousWrapper,
+    AbstractModel as AbstractModel,
+    AbstractWrapper as AbstractWrapper,
+)
 from .ode import NeuralODE as NeuralODE
+from .problem import Problem as Problem
 from .sde import NeuralSDE as NeuralSDE
+from .solution import ModelSolution as ModelSolution
 from .solvers import RK4 as RK4, evaluations_per_step as evaluations_per_step
 from .stats import solver_stats as solver_stats
 from .tolerances import Tolerances as Tolerances, trainable as trainable

@@ -1,150 +1,262 @@
-"""Pieces of a Diffrax solve shared by `NeuralODE` and `NeuralSDE`."""
+"""The one integration path of the continuous models: a `Problem` in, a `ModelSolution` out.
+
+`integrate` checks the state and the fields against the problem (at trace time), builds the
+Diffrax terms (the drift, or the drift augmented with the extra outputs; the diffusion
+against a Brownian motion), calls `diffrax.diffeqsolve` and turns a failed solve into an
+error that says what to try.
+"""
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, PyTree
 
-from ._validation import check_interval, check_times, is_concrete
+from ._config import levy_area
+from ._validation import check_field_output, check_interval, check_state, check_times, is_concrete
+from .brownian import GridBrownianPath
+from .problem import Problem
+from .solution import ModelSolution
+from .stats import solver_stats
 
-_ADJOINTS = {
-    "backprop": "diffrax.RecursiveCheckpointAdjoint() (backprop through the solver)",
-    "direct": "diffrax.DirectAdjoint() (forward- and reverse-mode through the solver)",
-    "adjoint": "diffrax.BacksolveAdjoint() (continuous adjoint, O(1) memory)",
-}
+
+def resolve_interval(owner: str, t0: float, t1: float | None, ts: Any) -> tuple[Any, Any]:
+    """The solve's `(t0, t1)`: the model's interval, or up to the last save time."""
+    if t1 is None:
+        if ts is None:
+            raise ValueError(
+                f"{owner}: no end time. Pass save times `ts=...`, or build the model with "
+                f"`t1=...` (e.g. `{owner}(..., t1=1.0)`)."
+            )
+        t1 = jnp.asarray(ts)[-1]
+    check_interval(owner, t0, t1)
+    return t0, t1
 
 
-def resolve_adjoint(owner: str, adjoint: Any) -> diffrax.AbstractAdjoint:
-    """Map `"backprop" | "direct" | "adjoint"` (or a Diffrax adjoint) to a Diffrax adjoint."""
-    if isinstance(adjoint, diffrax.AbstractAdjoint):
-        return adjoint
-    if adjoint == "backprop":
-        return diffrax.RecursiveCheckpointAdjoint()
-    if adjoint == "direct":
-        return diffrax.DirectAdjoint()
-    if adjoint in ("adjoint", "backsolve"):
-        return diffrax.BacksolveAdjoint()
-    choices = "\n".join(f"  {k!r}: {v}" for k, v in _ADJOINTS.items())
-    raise ValueError(
-        f"{owner}: unknown `adjoint={adjoint!r}`. Choose one of\n{choices}\n"
-        "or pass any `diffrax.AbstractAdjoint` instance."
+class _AugState(eqx.Module):
+    """The Diffrax state of a solve with extra outputs: the model's state and the extras."""
+
+    y: PyTree[Array]
+    extras: dict[str, Array]
+
+
+class _Diffusion(diffrax.AbstractTerm):
+    """$g(t, y)\\,dW$ for diagonal, scalar or general noise, acting on `y` only.
+
+    With extra outputs the Diffrax state is `(y, extras)`: the extras are integrals of the
+    drift alone, so their part of the product is zero.
+    """
+
+    diffusion: Callable[..., Any]
+    path: diffrax.AbstractBrownianPath
+    extras: dict[str, Array] | None
+    noise: str = eqx.field(static=True)
+
+    def vf(self, t: Any, y: Any, args: Any) -> Any:
+        return self.diffusion(t, y if self.extras is None else y.y, args)
+
+    def contr(self, t0: Any, t1: Any, **kwargs: Any) -> Any:
+        return self.path.evaluate(t0, t1, **kwargs)
+
+    def prod(self, vf: Any, control: Any) -> Any:
+        dy = vf @ control if self.noise == "general" else vf * control
+        if self.extras is None:
+            return dy
+        return _AugState(dy, jax.tree.map(jnp.zeros_like, self.extras))
+
+
+def _brownian(problem: Problem, y: Array) -> diffrax.AbstractBrownianPath:
+    t0 = problem.t0
+    t1 = problem.t1 if problem.brownian_t1 is None else problem.brownian_t1
+    if problem.noise == "diagonal":
+        shape: tuple[int, ...] = y.shape
+    elif problem.noise == "scalar":
+        shape = ()
+    else:
+        assert problem.noise_size is not None
+        shape = (problem.noise_size,)
+    if problem.brownian == "grid":
+        assert problem.dt0 is not None  # checked with the configuration
+        return GridBrownianPath(t0, t1, problem.dt0, shape, dtype=y.dtype, key=problem.key)
+    tol = problem.brownian_tol
+    if tol is None:
+        tol = problem.dt0 / 2 if problem.dt0 is not None else (t1 - t0) / 2**12
+    return diffrax.VirtualBrownianTree(
+        t0, t1, tol=tol, shape=shape, key=problem.key, levy_area=levy_area(problem.solver)
     )
 
 
-def fixed_step_adjoint(
-    adjoint: diffrax.AbstractAdjoint,
-    controller: diffrax.AbstractStepSizeController,
-    t0: Any,
-    t1: Any,
-    dt0: Any,
-) -> diffrax.AbstractAdjoint:
+def _check_fields(problem: Problem, y0: PyTree[Array], args: Any) -> None:
+    owner = problem.owner
+    if isinstance(problem.stepsize_controller, diffrax.ConstantStepSize) and problem.dt0 is None:
+        raise ValueError(
+            f"{owner}: {type(problem.solver).__name__} runs with a constant step, and neither "
+            "the model nor a transform sets `dt0`. Pass a step, e.g. "
+            "`neurde.noise.additive(model, 0.1, dt0=0.05)` or `NeuralODE(..., dt0=0.05)`."
+        )
+    sde = problem.diffusion is not None
+    role = "drift" if sde else "vector field"
+    check_field_output(owner, role, problem.drift, problem.t0, y0, args, want=y0)
+    if not sde:
+        return
+    if not isinstance(y0, jax.Array) or (problem.noise == "general" and y0.ndim != 1):
+        kind = "one vector (shape (d,))" if problem.noise == "general" else "one array"
+        raise ValueError(
+            f"{owner}: with {problem.noise} noise the state must be {kind}; got "
+            f"{jax.tree.map(jnp.shape, y0)}. Flatten it, or vmap over a batch axis."
+        )
+    shape = (*y0.shape, problem.noise_size) if problem.noise == "general" else y0.shape
+    check_field_output(
+        owner,
+        f"diffusion (noise={problem.noise!r})",
+        problem.diffusion,
+        problem.t0,
+        y0,
+        args,
+        want=jax.ShapeDtypeStruct(shape, y0.dtype),
+    )
+
+
+def _integrated(problem: Problem) -> bool:
+    """Whether the extras are integrated along the solve (else they keep their values)."""
+    return bool(problem.extras) and problem.augmented is not None
+
+
+def _terms(problem: Problem, y0: Array) -> PyTree[diffrax.AbstractTerm]:
+    extras = problem.extras if _integrated(problem) else None
+    if extras is None:
+        drift: Any = problem.drift
+    else:
+        augmented = problem.augmented
+        assert augmented is not None
+
+        def drift(t, state, args):
+            dy, dextras = augmented(t, state.y, args)
+            # An extra without an integrand (e.g. a penalty in inference mode) stays constant.
+            zero = {k: jnp.zeros_like(v) for k, v in state.extras.items()}
+            return _AugState(dy, {**zero, **dextras})
+
+    term = diffrax.ODETerm(drift)
+    if problem.diffusion is None:
+        return term
+    if problem.key is None:
+        raise ValueError(
+            f"{problem.owner}: the problem has a diffusion but no key for its Brownian motion. "
+            "Pass `key=` to the call."
+        )
+    noise = _Diffusion(problem.diffusion, _brownian(problem, y0), extras, problem.noise)
+    return diffrax.MultiTerm(term, noise)
+
+
+class _StateNorm(eqx.Module):
+    """An error norm that sees only the state `y` of an augmented solve `(y, extras)`.
+
+    The extras are running integrals of the drift: nothing feeds back from them into `y`, so
+    their local error only matters to their own accuracy. Letting them drive step-size
+    control would make the augmented solve take different (usually more) steps than the
+    plain one; Finlay et al. give such components tolerances of 1e20 for the same reason.
+    Any other structure (e.g. the backward state of `diffrax.BacksolveAdjoint`) is measured
+    in full.
+    """
+
+    norm: Callable[[PyTree], Any]
+
+    def __call__(self, tree: PyTree) -> Any:
+        return self.norm(tree.y if isinstance(tree, _AugState) else tree)
+
+
+def _state_only(controller: Any) -> Any:
+    """`controller` with its error norm restricted to `y` (PID controllers, also clipped)."""
+    if isinstance(controller, diffrax.PIDController):
+        return eqx.tree_at(lambda c: c.norm, controller, _StateNorm(controller.norm))
+    if isinstance(controller, diffrax.ClipStepSizeController):
+        return eqx.tree_at(lambda c: c.controller, controller, _state_only(controller.controller))
+    return controller
+
+
+def _adjoint(problem: Problem) -> diffrax.AbstractAdjoint:
     """Give backprop one checkpoint per step when the number of steps is known.
 
     With `checkpoints=None`, Diffrax sizes its recursive checkpointing for `max_steps` and
     recomputes steps on the backward pass; with a constant step size and concrete times the
     exact count is known, and one checkpoint per step saves those recomputations (a few
-    percent of a training step in benchmarks/ode_step.py).
+    percent of a training step, benchmarks/ode_step.py).
     """
+    adjoint, dt0 = problem.adjoint, problem.dt0
     if not (
         type(adjoint) is diffrax.RecursiveCheckpointAdjoint
         and adjoint.checkpoints is None
-        and isinstance(controller, diffrax.ConstantStepSize)
+        and isinstance(problem.stepsize_controller, diffrax.ConstantStepSize)
         and dt0 is not None
-        and all(is_concrete(x) for x in (t0, t1, dt0))
+        and all(is_concrete(x) for x in (problem.t0, problem.t1))
     ):
         return adjoint
     # +1 guards against a final sliver step from floating-point rounding of t0 + n dt0.
-    steps = math.ceil((float(t1) - float(t0)) / float(dt0)) + 1
+    steps = math.ceil((float(problem.t1) - float(problem.t0)) / float(dt0)) + 1
     return diffrax.RecursiveCheckpointAdjoint(checkpoints=steps)
 
 
-def raise_on_failure(owner: str, solution: diffrax.Solution, max_steps: int) -> diffrax.Solution:
+def _raise_on_failure(problem: Problem, solution: diffrax.Solution) -> diffrax.Solution:
     """Turn an unsuccessful solve into an error that says what to try."""
-    max_steps_msg = (
-        f"{owner}: the solver reached `max_steps={max_steps}` before the end of the interval. "
-        "Try: raising `max_steps`; loosening the tolerances (`rtol`, `atol`); an implicit "
-        "solver such as `diffrax.Kvaerno5()` if the dynamics are stiff; or regularizing the "
-        "field so it stays smooth."
-    )
-    other_msg = (
-        f"{owner}: the solve failed (step size underflow or a non-finite state). Check the "
-        "field for NaN/inf and try tighter `max_steps`-free settings, smaller `dt0`, or an "
-        "implicit solver."
+    owner = problem.owner
+    messages = [
+        f"{owner}: the solve failed: {message} Check the field for NaN/inf, or try a "
+        "smaller `dt0`, looser tolerances, or an implicit solver if the dynamics are stiff."
+        for message in diffrax.RESULTS._index_to_message
+    ]
+    max_steps = diffrax.RESULTS.max_steps_reached._value
+    messages[max_steps] = (
+        f"{owner}: the solver reached `max_steps={problem.max_steps}` before the end of the "
+        "interval. Try: raising `max_steps`; loosening the tolerances (`rtol`, `atol`); an "
+        "implicit solver such as `diffrax.Kvaerno5()` if the dynamics are stiff; or "
+        "regularizing the field so it stays smooth."
     )
     result = solution.result
-    is_max_steps = result == diffrax.RESULTS.max_steps_reached
-    is_other = (result != diffrax.RESULTS.successful) & jnp.logical_not(is_max_steps)
-    ys = eqx.error_if(solution.ys, is_max_steps, max_steps_msg)
-    ys = eqx.error_if(ys, is_other, other_msg)
+    failed = result != diffrax.RESULTS.successful
+    ys = eqx.branched_error_if(solution.ys, failed, result._value, messages)
     return eqx.tree_at(lambda s: s.ys, solution, ys, is_leaf=lambda x: x is None)
 
 
-def squeeze_final(ys: Any) -> Any:
-    """Drop the length-1 time axis of a solution saved only at `t1`."""
-    return jax.tree.map(lambda y: y[0], ys)
-
-
-def default_controller(
-    controller: diffrax.AbstractStepSizeController | None, rtol: Any, atol: Any
-) -> diffrax.AbstractStepSizeController:
-    """`controller`, or a PID controller from the (non-trainable) tolerance arrays."""
-    if controller is not None:
-        return controller
-    rtol, atol = jax.lax.stop_gradient(rtol), jax.lax.stop_gradient(atol)
-    return diffrax.PIDController(rtol=rtol, atol=atol)
-
-
-def resolve_interval(
-    owner: str, model_t0: float, model_t1: float | None, t0: Any, t1: Any, ts: Any
-) -> tuple[Any, Any]:
-    """The call's `(t0, t1)`: call arguments over model fields, else the last save time."""
-    start = model_t0 if t0 is None else t0
-    end = model_t1 if t1 is None else t1
-    if end is None:
-        if ts is None:
-            raise ValueError(
-                f"{owner}: no end time. Pass save times `ts=...`, or build the model with "
-                f"`t1=...` (e.g. `{owner}(..., t1=1.0)`), or call with `t1=...`."
-            )
-        end = jnp.asarray(ts)[-1]
-    check_interval(owner, start, end)
-    return start, end
-
-
-def run_solve(
-    owner: str,
-    model: Any,
-    terms: Any,
-    solver: diffrax.AbstractSolver,
-    start: Any,
-    end: Any,
-    y0: Any,
-    args: Any,
-    ts: Any,
-) -> diffrax.Solution:
-    """`diffrax.diffeqsolve` with the model's configuration, and neurde's failure message."""
-    if ts is None:
-        saveat = diffrax.SaveAt(t1=True)
-    else:
-        saveat = diffrax.SaveAt(ts=check_times(owner, ts, start, end))
-    controller = model.controller()
+def integrate(problem: Problem, y0: PyTree[Any], ts: Any, args: Any) -> ModelSolution:
+    """Solve `problem` from `y0`, saving at `ts` (or at `t1` only), with `args`."""
+    owner = problem.owner
+    state = check_state(owner, y0)
+    _check_fields(problem, state, args)
+    extras = problem.extras if _integrated(problem) else {}
+    if ts is not None:
+        ts = check_times(owner, ts, problem.t0, problem.t1)
+    # The extras are read at t1, which is saved after `ts` when save times are given.
+    saveat = diffrax.SaveAt(t1=ts is None or bool(extras), ts=ts)
+    controller = problem.stepsize_controller
+    if extras:
+        controller = _state_only(controller)
     solution = diffrax.diffeqsolve(
-        terms,
-        solver,
-        t0=start,
-        t1=end,
-        dt0=model.dt0,
-        y0=y0,
+        _terms(problem, state),
+        problem.solver,
+        t0=problem.t0,
+        t1=problem.t1,
+        dt0=problem.dt0,
+        y0=_AugState(state, dict(extras)) if extras else state,
         args=args,
         saveat=saveat,
         stepsize_controller=controller,
-        adjoint=fixed_step_adjoint(model.adjoint, controller, start, end, model.dt0),
-        max_steps=model.max_steps,
+        adjoint=_adjoint(problem),
+        max_steps=problem.max_steps,
         throw=False,
     )
-    if model.throw:
-        solution = raise_on_failure(owner, solution, model.max_steps)
-    return solution
+    if problem.throw:
+        solution = _raise_on_failure(problem, solution)
+    ys: Any = solution.ys
+    final: dict[str, Array] = dict(problem.extras)
+    if extras:
+        ys, final = ys.y, jax.tree.map(lambda x: x[-1], ys.extras)
+        if ts is not None:
+            ys = jax.tree.map(lambda y: y[:-1], ys)
+    if ts is None:
+        ys = jax.tree.map(lambda y: y[0], ys)
+    stats = solver_stats(solution, problem.solver)
+    return ModelSolution(ys, ts, stats, final, solution.result)

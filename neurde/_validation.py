@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.core import Tracer
-from jaxtyping import Array, PyTree
+from jaxtyping import Array, PRNGKeyArray, PyTree
 
 
 def is_concrete(x: Any) -> bool:
@@ -126,3 +126,13 @@ def check_interval(owner: str, t0: Any, t1: Any) -> None:
             f"{owner}: the time interval needs t1 > t0, got t0={t0}, t1={t1}. Integrating "
             "backwards in time is not supported by this model; reparametrise time instead."
         )
+
+
+def require_key(owner: str, key: Any, what: str, how: str) -> PRNGKeyArray:
+    """`key`, or a `ValueError` that says what the key draws and how to switch it off."""
+    if key is None:
+        raise ValueError(
+            f"{owner}: a `key` is needed in training mode to {what}: call "
+            f"`model(y0, key=jr.key(0))`. {how}"
+        )
+    return key

@@ -68,28 +68,3 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
             dt = 0.0 if t1 is None else t1 - t0
             return diffrax.BrownianIncrement(dt=dt, W=value)
         return value
-
-
-def make_brownian(
-    kind: str,
-    t0: Any,
-    t1: Any,
-    *,
-    dt0: float | None,
-    tol: float | None,
-    shape: tuple[int, ...],
-    dtype: Any,
-    levy_area: Any,
-    key: PRNGKeyArray,
-) -> diffrax.AbstractBrownianPath:
-    """The Brownian motion `NeuralSDE` integrates against: `"tree"` or `"grid"`."""
-    if kind == "grid":
-        assert dt0 is not None
-        return GridBrownianPath(t0, t1, dt0, shape, dtype=dtype, key=key)
-    if tol is None:
-        tol = dt0 / 2 if dt0 is not None else (t1 - t0) / 2**12
-    assert tol is not None
-    return diffrax.VirtualBrownianTree(t0, t1, tol=tol, shape=shape, key=key, levy_area=levy_area)
-
-
-__all__ = ["GridBrownianPath"]

@@ -4,82 +4,40 @@ from typing import Any
 
 import diffrax
 import equinox as eqx
-import numpy as np
-from jaxtyping import Array, ArrayLike, Float, Int, PyTree
+from jaxtyping import ArrayLike, Float, PRNGKeyArray, PyTree
 
-from ._solve import (
-    default_controller,
-    resolve_adjoint,
-    resolve_interval,
-    run_solve,
-    squeeze_final,
-)
+from ._config import check_tolerances_and_controller, configuration, resolve_adjoint
+from ._solve import resolve_interval
 from ._types import Args, VectorField
-from ._validation import (
-    check_field_output,
-    check_interval,
-    check_positive,
-    check_state,
-)
 from .fields import AbstractField, as_field
-from .stats import solver_stats
+from .model import AbstractContinuousModel
+from .problem import Problem
 from .tolerances import Tolerances
 
 
-def has_error_estimate(solver: diffrax.AbstractSolver) -> bool:
-    """Whether `solver` estimates its local error, as adaptive step sizing needs."""
-    tableau = getattr(solver, "tableau", None)
-    if isinstance(tableau, diffrax.ButcherTableau):
-        return bool(np.any(np.asarray(tableau.b_error) != 0))
-    return isinstance(solver, diffrax.AbstractAdaptiveSolver) and not isinstance(
-        solver, diffrax.Euler
-    )
-
-
-def resolve_controller(
-    owner: str,
-    solver: diffrax.AbstractSolver,
-    controller: diffrax.AbstractStepSizeController | None,
-    dt0: float | None,
-) -> diffrax.AbstractStepSizeController | None:
-    """Check the solver/controller/dt0 combination; `None` means PID from the tolerances."""
-    check_positive(owner, "dt0", dt0, "Use a positive initial or constant step size.")
-    adaptive_solver = has_error_estimate(solver)
-    if controller is None and not adaptive_solver:
-        controller = diffrax.ConstantStepSize()
-    if isinstance(controller, diffrax.ConstantStepSize) and dt0 is None:
-        raise ValueError(
-            f"{owner}: {type(solver).__name__} runs with a constant step size, so `dt0` is "
-            "needed (e.g. `dt0=0.05`); or pick an adaptive solver such as `diffrax.Tsit5()`."
-        )
-    adaptive_controller = controller is None or isinstance(controller, diffrax.PIDController)
-    if adaptive_controller and not adaptive_solver:
-        raise ValueError(
-            f"{owner}: {type(solver).__name__} has no error estimate, so it cannot be used "
-            "with an adaptive step-size controller. Pass "
-            "`stepsize_controller=diffrax.ConstantStepSize()` and `dt0`, or use an adaptive "
-            "solver such as `diffrax.Tsit5()`."
-        )
-    return controller
-
-
-class NeuralODE(eqx.Module):
+class NeuralODE(AbstractContinuousModel):
     r"""A neural ordinary differential equation $\dot y = f_\theta(t, y, \text{args})$.
 
     Calling the model solves the initial value problem from `y0` at `t0` and returns the
-    state at `t1`, or at each of the save times `ts`. The state may be any PyTree of floating
-    arrays; the field must map it to a PyTree of the same shapes. Solver configuration is data:
-    every field below can be overridden with `eqx.tree_at` or at construction, and the
-    tolerances are arrays so changing them does not recompile.
+    state at `t1`, or at each of the save times `ts`; `solve` returns the full
+    `neurde.ModelSolution` (with `stats["nfe"]`). The state may be any PyTree of floating
+    arrays; the field must map it to a PyTree of the same shapes.
+
+    Solver configuration is data: the solver, the step-size controller, the tolerances and
+    the adjoint can be changed on a built model with `eqx.tree_at` (the settings are checked
+    again, with the same messages, each time a solve is traced), and the tolerances are
+    arrays so changing them does not recompile. The interval, `dt0`, `max_steps` and `throw`
+    are static: build a new model to change them.
 
     **Arguments:**
 
     - `field`: the vector field `f(t, y, args)`, an `AbstractField` or any callable.
     - `solver`: a Diffrax solver (default `diffrax.Tsit5()`).
-    - `stepsize_controller`: a Diffrax controller; `None` (default) means a
-      `diffrax.PIDController` with the `rtol`/`atol` below for adaptive solvers and
-      `diffrax.ConstantStepSize()` for solvers without an error estimate (e.g. `neurde.RK4`).
-    - `rtol`, `atol`: tolerances of the default adaptive controller.
+    - `stepsize_controller`: a Diffrax controller, which carries its own tolerances. `None`
+      (default) means a `diffrax.PIDController` with `rtol`/`atol` for solvers with an
+      error estimate and `diffrax.ConstantStepSize()` for the others (e.g. `neurde.RK4`).
+    - `rtol`, `atol`: tolerances of the default controller (default `1e-3`, `1e-6`). Given
+      together with a `stepsize_controller` they would be ignored, so that is an error.
     - `adjoint`: how gradients are computed: `"backprop"` (default; backprop through the
       solver with recursive checkpointing), `"direct"`, `"adjoint"` (the continuous adjoint,
       `diffrax.BacksolveAdjoint`), or any `diffrax.AbstractAdjoint`. The continuous adjoint
@@ -92,7 +50,7 @@ class NeuralODE(eqx.Module):
     - `dt0`: initial step (adaptive) or the step (constant); `None` lets Diffrax choose.
     - `max_steps`: the most steps one solve may take.
     - `throw`: raise an error when a solve fails (default). With `throw=False`, `solve`
-      returns the Diffrax solution with its `result` code for the caller to inspect.
+      returns the failed solution with its `result` code for the caller to inspect.
 
     References: Chen, Rubanova, Bettencourt, Duvenaud, "Neural Ordinary Differential
     Equations", NeurIPS 2018.
@@ -101,7 +59,7 @@ class NeuralODE(eqx.Module):
     field: AbstractField
     solver: diffrax.AbstractSolver
     stepsize_controller: diffrax.AbstractStepSizeController | None
-    tolerances: Tolerances
+    tolerances: Tolerances | None
     adjoint: diffrax.AbstractAdjoint
     t0: float = eqx.field(static=True)
     t1: float | None = eqx.field(static=True)
@@ -115,8 +73,8 @@ class NeuralODE(eqx.Module):
         *,
         solver: diffrax.AbstractSolver | None = None,
         stepsize_controller: diffrax.AbstractStepSizeController | None = None,
-        rtol: Float[ArrayLike, ""] = 1e-3,
-        atol: Float[ArrayLike, ""] = 1e-6,
+        rtol: Float[ArrayLike, ""] | None = None,
+        atol: Float[ArrayLike, ""] | None = None,
         adjoint: str | diffrax.AbstractAdjoint = "backprop",
         t0: float = 0.0,
         t1: float | None = None,
@@ -125,81 +83,57 @@ class NeuralODE(eqx.Module):
         throw: bool = True,
     ):
         owner = "NeuralODE"
+        check_tolerances_and_controller(owner, stepsize_controller, rtol, atol)
         self.field = as_field(field)
         self.solver = diffrax.Tsit5() if solver is None else solver
-        self.stepsize_controller = resolve_controller(owner, self.solver, stepsize_controller, dt0)
-        self.tolerances = Tolerances(rtol, atol)
+        self.stepsize_controller = stepsize_controller
+        self.tolerances = (
+            None
+            if stepsize_controller is not None
+            else Tolerances(1e-3 if rtol is None else rtol, 1e-6 if atol is None else atol)
+        )
         self.adjoint = resolve_adjoint(owner, adjoint)
-        if t1 is not None:
-            check_interval(owner, t0, t1)
-        if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"{owner}: `max_steps` must be an integer >= 1, got {max_steps!r}.")
         self.t0 = float(t0)
         self.t1 = None if t1 is None else float(t1)
         self.dt0 = None if dt0 is None else float(dt0)
         self.max_steps = max_steps
         self.throw = throw
+        self._configuration()
 
-    def controller(self) -> diffrax.AbstractStepSizeController:
-        """The step-size controller a solve uses (the default PID built from the tolerances)."""
-        return default_controller(
-            self.stepsize_controller, self.tolerances.rtol, self.tolerances.atol
+    def _configuration(self) -> tuple[Any, Any, Any]:
+        return configuration(
+            "NeuralODE",
+            solver=self.solver,
+            stepsize_controller=self.stepsize_controller,
+            tolerances=self.tolerances,
+            adjoint=self.adjoint,
+            dt0=self.dt0,
+            max_steps=self.max_steps,
+            t0=self.t0,
+            t1=self.t1,
         )
 
-    def solve(
+    def problem(
         self,
-        y0: PyTree[Float[ArrayLike, "..."]],
-        ts: Float[ArrayLike, " times"] | None = None,
+        y0: PyTree[Any],
+        ts: Any,
         *,
-        args: Args = None,
-        t0: Float[ArrayLike, ""] | None = None,
-        t1: Float[ArrayLike, ""] | None = None,
-    ) -> diffrax.Solution:
-        """Solve from `y0` and return the full `diffrax.Solution` (ys, ts, stats, result).
-
-        Arguments are as for `__call__`. Use `stats(solution)` for the number of function
-        evaluations.
-        """
-        owner = "NeuralODE"
-        start, end = resolve_interval(owner, self.t0, self.t1, t0, t1, ts)
-        state = check_state(owner, y0)
-        check_field_output(owner, "vector field", self.field, start, state, args, want=state)
-        return run_solve(
-            owner, self, diffrax.ODETerm(self.field), self.solver, start, end, state, args, ts
+        args: Args,
+        key: PRNGKeyArray | None,
+    ) -> Problem:
+        """The ODE $\\dot y = f(t, y, \\text{args})$ on the model's interval (no randomness)."""
+        del y0, args, key
+        solver, controller, adjoint = self._configuration()
+        t0, t1 = resolve_interval("NeuralODE", self.t0, self.t1, ts)
+        return Problem(
+            drift=self.field,
+            t0=t0,
+            t1=t1,
+            solver=solver,
+            stepsize_controller=controller,
+            adjoint=adjoint,
+            dt0=self.dt0,
+            max_steps=self.max_steps,
+            throw=self.throw,
+            owner="NeuralODE",
         )
-
-    def __call__(
-        self,
-        y0: PyTree[Float[ArrayLike, "..."]],
-        ts: Float[ArrayLike, " times"] | None = None,
-        *,
-        args: Args = None,
-        t0: Float[ArrayLike, ""] | None = None,
-        t1: Float[ArrayLike, ""] | None = None,
-        key: Any = None,
-    ) -> PyTree[Float[Array, "..."]]:
-        """Solve from one (unbatched) initial state `y0`.
-
-        **Arguments:**
-
-        - `y0`: the initial state at `t0`, any PyTree of floating arrays.
-        - `ts`: save times, strictly increasing inside `[t0, t1]`; `None` returns y(t1).
-        - `args`: passed to the field as its third argument.
-        - `t0`, `t1`: override the model's interval for this call (may be traced).
-        - `key`: ignored (deterministic model); accepted so ODEs and SDEs share a signature.
-
-        **Returns:**
-
-        The state at `t1` (same structure as `y0`), or, with `ts`, the states at every save
-        time stacked on a leading axis.
-        """
-        del key
-        solution = self.solve(y0, ts, args=args, t0=t0, t1=t1)
-        return squeeze_final(solution.ys) if ts is None else solution.ys
-
-    def stats(self, solution: diffrax.Solution) -> dict[str, Int[Array, ""]]:
-        """Number of function evaluations and steps of a solve made by this model."""
-        return solver_stats(solution, self.solver)
-
-
-__all__ = ["NeuralODE"]

@@ -1,38 +1,34 @@
 """Neural stochastic differential equations `dy = f(t, y) dt + g(t, y) dW`, solved by Diffrax."""
 
-from typing import Any, Literal
+import dataclasses
+from typing import Any
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
-from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+from jaxtyping import ArrayLike, Float, PRNGKeyArray, PyTree
 
-from ._solve import (
-    default_controller,
+from ._config import (
+    BrownianKind,
+    NoiseType,
+    check_noise,
+    check_sde_solver,
+    check_tolerances_and_controller,
+    configuration,
+    ode_capable,
     resolve_adjoint,
-    resolve_interval,
-    run_solve,
-    squeeze_final,
 )
+from ._solve import resolve_interval
 from ._types import Args, VectorField
-from ._validation import (
-    check_field_output,
-    check_interval,
-    check_state,
-)
-from .brownian import make_brownian
+from ._validation import require_key
 from .fields import AbstractField, as_field
-from .ode import resolve_controller
-from .stats import solver_stats
+from .model import AbstractContinuousModel
+from .problem import Problem
 from .tolerances import Tolerances
 
-Noise = Literal["diagonal", "scalar", "general"]
-_ODE_CAPABLE = (diffrax.AbstractRungeKutta, diffrax.Euler, diffrax.ReversibleHeun)
 
-
-class NeuralSDE(eqx.Module):
+class NeuralSDE(AbstractContinuousModel):
     r"""A neural stochastic differential equation $dy = f(t, y)\,dt + g(t, y)\,dW_t$.
 
     The state is a vector $y \in \mathbb{R}^d$. The shape of the diffusion $g$ fixes the noise:
@@ -53,7 +49,9 @@ class NeuralSDE(eqx.Module):
     faster, for constant steps with Euler-type solvers.
 
     With `inference=True` (set everywhere by `eqx.nn.inference_mode`) the noise is dropped
-    and the drift is solved as an ODE, deterministically and without a key.
+    and the drift is solved as an ODE, deterministically and without a key. Solvers that
+    only solve SDEs (Milstein's) are then replaced by `diffrax.Euler()`, to which they reduce
+    when the diffusion is zero.
 
     **Arguments:**
 
@@ -79,11 +77,11 @@ class NeuralSDE(eqx.Module):
     diffusion: AbstractField
     solver: diffrax.AbstractSolver
     stepsize_controller: diffrax.AbstractStepSizeController | None
-    tolerances: Tolerances
+    tolerances: Tolerances | None
     adjoint: diffrax.AbstractAdjoint
-    noise: Noise = eqx.field(static=True)
+    noise: NoiseType = eqx.field(static=True)
     noise_size: int | None = eqx.field(static=True)
-    brownian: Literal["tree", "grid"] = eqx.field(static=True)
+    brownian: BrownianKind = eqx.field(static=True)
     brownian_tol: float | None = eqx.field(static=True)
     t0: float = eqx.field(static=True)
     t1: float | None = eqx.field(static=True)
@@ -97,70 +95,33 @@ class NeuralSDE(eqx.Module):
         drift: AbstractField | VectorField,
         diffusion: AbstractField | VectorField,
         *,
-        noise: Noise = "diagonal",
+        noise: NoiseType = "diagonal",
         noise_size: int | None = None,
         solver: diffrax.AbstractSolver | None = None,
         stepsize_controller: diffrax.AbstractStepSizeController | None = None,
-        rtol: Float[ArrayLike, ""] = 1e-3,
-        atol: Float[ArrayLike, ""] = 1e-6,
+        rtol: Float[ArrayLike, ""] | None = None,
+        atol: Float[ArrayLike, ""] | None = None,
         adjoint: str | diffrax.AbstractAdjoint = "backprop",
         t0: float = 0.0,
         t1: float | None = None,
         dt0: float | None = None,
         max_steps: int = 4096,
-        brownian: Literal["tree", "grid"] = "tree",
+        brownian: BrownianKind = "tree",
         brownian_tol: float | None = None,
         throw: bool = True,
         inference: bool = False,
     ):
-        owner = "NeuralSDE"
-        if noise not in ("diagonal", "scalar", "general"):
-            raise ValueError(
-                f"{owner}: unknown `noise={noise!r}`; choose 'diagonal', 'scalar' or 'general'."
-            )
-        if noise == "general" and (not isinstance(noise_size, int) or noise_size < 1):
-            raise ValueError(
-                f"{owner}: general noise needs `noise_size` (the Brownian dimension m >= 1), "
-                f"got {noise_size!r}. The diffusion must then return shape (d, m)."
-            )
-        if noise != "general" and noise_size is not None:
-            raise ValueError(
-                f"{owner}: `noise_size` only applies to noise='general', got "
-                f"noise={noise!r}, noise_size={noise_size!r}. Drop `noise_size`."
-            )
-        if brownian not in ("tree", "grid"):
-            raise ValueError(f"{owner}: `brownian` must be 'tree' or 'grid', got {brownian!r}.")
-        self.solver = diffrax.Euler() if solver is None else solver
-        is_milstein = isinstance(self.solver, diffrax.ItoMilstein | diffrax.StratonovichMilstein)
-        if noise == "general" and is_milstein:
-            raise ValueError(
-                f"{owner}: {type(self.solver).__name__} needs diagonal or scalar noise, got "
-                "noise='general'. Use `diffrax.Euler()` (Itô) or `diffrax.Heun()` "
-                "(Stratonovich) for general noise."
-            )
-        controller = resolve_controller(owner, self.solver, stepsize_controller, dt0)
-        if brownian == "grid" and not isinstance(controller, diffrax.ConstantStepSize):
-            raise ValueError(
-                f"{owner}: brownian='grid' samples the Brownian motion on the grid of a "
-                "constant step size; got an adaptive controller. Use brownian='tree' with "
-                "adaptive steps."
-            )
-        if brownian == "grid" and hasattr(self.solver, "minimal_levy_area"):
-            raise ValueError(
-                f"{owner}: {type(self.solver).__name__} needs Lévy areas, which "
-                "brownian='grid' does not sample. Use brownian='tree'."
-            )
-        if t1 is not None:
-            check_interval(owner, t0, t1)
-        if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"{owner}: `max_steps` must be an integer >= 1, got {max_steps!r}.")
-        if brownian_tol is not None and not brownian_tol > 0:
-            raise ValueError(f"{owner}: `brownian_tol` must be > 0, got {brownian_tol!r}.")
+        check_tolerances_and_controller("NeuralSDE", stepsize_controller, rtol, atol)
         self.drift = as_field(drift)
         self.diffusion = as_field(diffusion)
-        self.stepsize_controller = controller
-        self.tolerances = Tolerances(rtol, atol)
-        self.adjoint = resolve_adjoint(owner, adjoint)
+        self.solver = diffrax.Euler() if solver is None else solver
+        self.stepsize_controller = stepsize_controller
+        self.tolerances = (
+            None
+            if stepsize_controller is not None
+            else Tolerances(1e-3 if rtol is None else rtol, 1e-6 if atol is None else atol)
+        )
+        self.adjoint = resolve_adjoint("NeuralSDE", adjoint)
         self.noise = noise
         self.noise_size = noise_size
         self.brownian = brownian
@@ -171,125 +132,72 @@ class NeuralSDE(eqx.Module):
         self.max_steps = max_steps
         self.throw = throw
         self.inference = inference
+        self._configuration()
 
-    def controller(self) -> diffrax.AbstractStepSizeController:
-        """The step-size controller a solve uses (the default PID built from the tolerances)."""
-        return default_controller(
-            self.stepsize_controller, self.tolerances.rtol, self.tolerances.atol
-        )
-
-    def _brownian_shape(self, y0: Array) -> tuple[int, ...]:
-        if self.noise == "diagonal":
-            return y0.shape
-        if self.noise == "scalar":
-            return ()
-        assert self.noise_size is not None
-        return (self.noise_size,)
-
-    def _diffusion_term(self, y0: Array, t0: Any, t1: Any, key: PRNGKeyArray) -> Any:
-        bm = make_brownian(
-            self.brownian,
-            t0,
-            t1,
+    def _configuration(self) -> tuple[Any, Any, Any]:
+        owner = "NeuralSDE"
+        check_noise(owner, self.noise, self.noise_size)
+        solver, controller, adjoint = configuration(
+            owner,
+            solver=self.solver,
+            stepsize_controller=self.stepsize_controller,
+            tolerances=self.tolerances,
+            adjoint=self.adjoint,
             dt0=self.dt0,
-            tol=self.brownian_tol,
-            shape=self._brownian_shape(y0),
-            dtype=y0.dtype,
-            levy_area=getattr(self.solver, "minimal_levy_area", diffrax.BrownianIncrement),
+            max_steps=self.max_steps,
+            t0=self.t0,
+            t1=self.t1,
+        )
+        check_sde_solver(owner, solver, controller, self.noise, self.brownian, self.brownian_tol)
+        return solver, controller, adjoint
+
+    def problem(
+        self,
+        y0: PyTree[Any],
+        ts: Any,
+        *,
+        args: Args,
+        key: PRNGKeyArray | None,
+    ) -> Problem:
+        """The SDE on the model's interval with a Brownian motion from `key`; in inference
+        mode the drift alone (no key needed)."""
+        del args
+        owner = "NeuralSDE"
+        solver, controller, adjoint = self._configuration()
+        if not (eqx.is_array_like(y0) and jnp.ndim(y0) == 1):
+            shapes = jax.tree.map(jnp.shape, y0)
+            raise ValueError(
+                f"{owner}: the state must be one vector (shape (d,)); got {shapes}. Flatten "
+                "it, or vmap over a batch axis."
+            )
+        t0, t1 = resolve_interval(owner, self.t0, self.t1, ts)
+        ode = Problem(
+            drift=self.drift,
+            t0=t0,
+            t1=t1,
+            solver=solver,
+            stepsize_controller=controller,
+            adjoint=adjoint,
+            dt0=self.dt0,
+            max_steps=self.max_steps,
+            throw=self.throw,
+            owner=owner,
+        )
+        if self.inference:
+            return dataclasses.replace(ode, solver=ode_capable(solver))
+        key = require_key(
+            owner,
+            key,
+            "sample the Brownian motion",
+            "To drop the noise instead, use `eqx.nn.inference_mode(model)` (or "
+            "`NeuralSDE(..., inference=True)`).",
+        )
+        return dataclasses.replace(
+            ode,
+            diffusion=self.diffusion,
+            noise=self.noise,
+            noise_size=self.noise_size,
+            brownian=self.brownian,
+            brownian_tol=self.brownian_tol,
             key=key,
         )
-        if self.noise == "diagonal":
-
-            def vf(t, y, args):
-                return lx.DiagonalLinearOperator(self.diffusion(t, y, args))
-
-            return diffrax.ControlTerm(vf, bm)
-        return diffrax.ControlTerm(self.diffusion, bm)
-
-    def _check(self, y0: Array, t0: Any, args: Args) -> None:
-        owner = "NeuralSDE"
-        if not isinstance(y0, jax.Array) or y0.ndim != 1:
-            raise ValueError(
-                f"{owner}: the state must be one vector (shape (d,)); got "
-                f"{jax.tree.map(jnp.shape, y0)}. Flatten it, or vmap over a batch axis."
-            )
-        check_field_output(owner, "drift", self.drift, t0, y0, args, want=y0)
-        d = y0.shape[0]
-        g_shape = (d, self.noise_size) if self.noise == "general" else (d,)
-        check_field_output(
-            owner,
-            f"diffusion (noise={self.noise!r})",
-            self.diffusion,
-            t0,
-            y0,
-            args,
-            want=jax.ShapeDtypeStruct(g_shape, y0.dtype),
-        )
-
-    def solve(
-        self,
-        y0: Float[ArrayLike, " d"],
-        ts: Float[ArrayLike, " times"] | None = None,
-        *,
-        args: Args = None,
-        t0: float | None = None,
-        t1: float | None = None,
-        key: PRNGKeyArray | None = None,
-    ) -> diffrax.Solution:
-        """Solve from `y0` and return the full `diffrax.Solution`; arguments as `__call__`."""
-        owner = "NeuralSDE"
-        start, end = resolve_interval(owner, self.t0, self.t1, t0, t1, ts)
-        state: Any = check_state(owner, y0)
-        self._check(state, start, args)
-        drift = diffrax.ODETerm(self.drift)
-        solver = self.solver
-        if self.inference:
-            terms = drift
-            if not isinstance(solver, _ODE_CAPABLE):
-                # SDE-only solvers (Milstein) reduce to Euler when the noise is zero.
-                solver = diffrax.Euler()
-        else:
-            if key is None:
-                raise ValueError(
-                    f"{owner}: a `key` is needed in training mode to sample the Brownian "
-                    "motion: call `model(y0, ts, key=jr.key(0))`. To drop the noise instead, "
-                    "use `eqx.nn.inference_mode(model)` (or `NeuralSDE(..., inference=True)`)."
-                )
-            terms = diffrax.MultiTerm(drift, self._diffusion_term(state, start, end, key))
-        return run_solve(owner, self, terms, solver, start, end, state, args, ts)
-
-    def __call__(
-        self,
-        y0: Float[ArrayLike, " d"],
-        ts: Float[ArrayLike, " times"] | None = None,
-        *,
-        args: Args = None,
-        t0: float | None = None,
-        t1: float | None = None,
-        key: PRNGKeyArray | None = None,
-    ) -> Float[Array, "*times d"]:
-        """Sample one path from one (unbatched) initial state `y0`.
-
-        **Arguments:**
-
-        - `y0`: initial state, a vector of shape `(d,)`.
-        - `ts`: save times, strictly increasing inside `[t0, t1]`; `None` returns y(t1).
-        - `args`: passed to drift and diffusion.
-        - `t0`, `t1`: override the model's interval for this call.
-        - `key`: the Brownian motion's key; required unless `inference=True`. The same key
-          gives the same path.
-
-        **Returns:**
-
-        The state at `t1`, or the states at each of `ts` stacked on a leading axis.
-        """
-        solution = self.solve(y0, ts, args=args, t0=t0, t1=t1, key=key)
-        ys: Any = solution.ys
-        return squeeze_final(ys) if ts is None else ys
-
-    def stats(self, solution: diffrax.Solution) -> dict[str, Int[Array, ""]]:
-        """Number of drift evaluations and steps of a solve made by this model."""
-        return solver_stats(solution, self.solver)
-
-
-__all__ = ["NeuralSDE"]

@@ -9,6 +9,7 @@ and `neurde.fit` already do).
 
 from typing import Any
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -41,6 +42,11 @@ class Tolerances(eqx.Module):
         self.rtol = jnp.asarray(rtol, dtype=float)
         self.atol = jnp.asarray(atol, dtype=float)
 
+    def controller(self) -> diffrax.PIDController:
+        """A `diffrax.PIDController` with these tolerances (never trained: gradients stopped)."""
+        rtol, atol = jax.lax.stop_gradient(self.rtol), jax.lax.stop_gradient(self.atol)
+        return diffrax.PIDController(rtol=rtol, atol=atol)
+
 
 def trainable(tree: PyTree[Any]) -> PyTree[bool]:
     """Filter spec of the trainable leaves of `tree`: inexact arrays, except tolerances.
@@ -60,6 +66,3 @@ def trainable(tree: PyTree[Any]) -> PyTree[bool]:
         return eqx.is_inexact_array(x)
 
     return jax.tree.map(leaf_spec, tree, is_leaf=lambda x: isinstance(x, Tolerances))
-
-
-__all__ = ["Tolerances", "trainable"]

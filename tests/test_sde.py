@@ -129,7 +129,7 @@ def test_adaptive_solve_with_virtual_brownian_tree():
         solver=diffrax.Heun(), dt0=0.05, rtol=1e-3, atol=1e-3, t1=1.0, brownian_tol=1e-4
     )
     sol = model.solve(jnp.ones(2), key=jr.key(3))
-    stats = model.stats(sol)
+    stats = sol.stats
     assert int(stats["num_rejected_steps"]) >= 0
     assert np.all(np.isfinite(np.asarray(sol.ys)))
 

@@ -1,9 +1,13 @@
 """Family (a): discrete architectures read as numerical schemes (depth = time).
 
 One vector field, dropped into different schemes, gives ResNet (`Euler`), PolyNet,
-LM-ResNet (`LinearMultistep`), RK-Nets (`RungeKutta`), midpoint and leapfrog nets, Momentum
-ResNets, RevNet and Hamiltonian nets (`AdditiveCoupling`); `ResidualStack` scans any of them
-over depth.
+LM-ResNet (`LinearMultistep`), RK-Nets (`RungeKutta`), midpoint (`LinearMultistep.midpoint`)
+and leapfrog nets, Momentum ResNets, RevNet and Hamiltonian nets (`AdditiveCoupling`);
+`ResidualStack` scans any of them over depth and is a `neurde.AbstractModel`.
+
+`Euler` and `RungeKutta.rk4()` share their names with `diffrax.Euler` and `neurde.RK4`
+because they are the same methods: here a scheme applied once per block with the block's own
+field, there a Diffrax solver of one vector field.
 """
 
 from .classifier import (
@@ -26,7 +30,7 @@ from .fields import (
 )
 from .leapfrog import Leapfrog as Leapfrog
 from .momentum import Momentum as Momentum
-from .multistep import LinearMultistep as LinearMultistep, Midpoint as Midpoint
+from .multistep import LinearMultistep as LinearMultistep
 from .runge_kutta import RungeKutta as RungeKutta
 from .scheme import AbstractScheme as AbstractScheme
 from .stack import ResidualStack as ResidualStack

@@ -6,15 +6,18 @@ from typing import Any
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from .._types import Args
 from ..fields import MLPField
+from ..model import AbstractWrapper
+from ..solution import ModelSolution
 from .coupling import AdditiveCoupling, CouplingBlock, HamiltonianBlock
 from .euler import Euler, PolyNet
 from .fields import AntisymmetricField, ConvField, PDEField
 from .leapfrog import Leapfrog
 from .momentum import Momentum
-from .multistep import LinearMultistep, Midpoint
+from .multistep import LinearMultistep
 from .runge_kutta import RungeKutta
 from .scheme import AbstractScheme
 from .stack import ResidualStack
@@ -51,7 +54,7 @@ def _scheme(architecture: str, depth: int) -> AbstractScheme:
         "rk2": RungeKutta.rk2,
         "rk4": RungeKutta.rk4,
         "lm-resnet": lambda: LinearMultistep(depth),
-        "midpoint": lambda: Midpoint(depth),
+        "midpoint": lambda: LinearMultistep.midpoint(depth),
         "leapfrog": Leapfrog,
         "hyperbolic": Leapfrog,
         "momentum": Momentum,
@@ -84,12 +87,14 @@ def _block_maker(
     return make
 
 
-class Classifier(eqx.Module):
+class Classifier(AbstractWrapper):
     r"""A classifier whose body is a residual stack read as a numerical scheme.
 
     Input embedding (a linear map for vectors, a convolution for images and signals), a
     `ResidualStack` of `depth` blocks in the chosen architecture, mean pooling over space,
-    and a linear head returning logits. Vector-only architectures (`antisymmetric`,
+    and a linear head returning logits. It is a `neurde.AbstractWrapper` around the stack:
+    `classifier(x, *, key=None)` returns the logits, and `neurde.noise` transforms applied to
+    the classifier randomise its stack. Vector-only architectures (`antisymmetric`,
     `hamiltonian`) flatten image inputs; image-only ones (`parabolic`, `hyperbolic`)
     require channel-first inputs.
 
@@ -163,17 +168,31 @@ class Classifier(eqx.Module):
         self.head = eqx.nn.Linear(width, num_classes, key=k_head)
         self.spatial_dims = spatial_dims
 
-    def __call__(
-        self, x: Float[Array, "..."], *, key: PRNGKeyArray | None = None
-    ) -> Float[Array, " classes"]:
-        """Logits for one (unbatched) example; `key` is passed to the stack (it draws the
-        noise once a `neurde.noise` transform has randomised the stack)."""
+    @property
+    def model(self) -> ResidualStack:
+        """The residual stack: what regularizer transforms act on."""
+        return self.stack
+
+    def _embed(self, x: Array) -> Array:
         if self.flatten or not self.spatial_dims:
             x = x.reshape(-1)
-        u = self.stack(self.embed(x), key=key)  # pyright: ignore[reportCallIssue]
+        return self.embed(x)
+
+    def _head(self, u: Array) -> Array:
         if self.spatial_dims:
             u = jnp.mean(u, axis=tuple(range(1, u.ndim)))
         return self.head(u)
 
-
-__all__ = ["ARCHITECTURES", "Classifier"]
+    def solve(
+        self,
+        y0: Float[ArrayLike, "..."],
+        ts: Float[ArrayLike, " times"] | None = None,
+        *,
+        args: Args = None,
+        key: PRNGKeyArray | None = None,
+    ) -> ModelSolution:
+        """Logits for one (unbatched) example `y0` (at each of the stack's save times `ts`, if
+        given); `key` is passed to the stack (it draws the noise once a `neurde.noise`
+        transform has randomised the stack)."""
+        solution = self.stack.solve(self._embed(jnp.asarray(y0)), ts, args=args, key=key)
+        return solution.map(self._head)

@@ -99,6 +99,9 @@ class AdditiveCoupling(AbstractScheme):
     """
 
     reversible: ClassVar[bool] = True
+    depth: ClassVar[None] = None
+    # One evaluation of each half-field, `first` and `second`.
+    evaluations_per_step: ClassVar[int] = 2
 
     def init(self, y0: Array) -> tuple[Array, Array]:
         return _halves(y0)
@@ -111,6 +114,7 @@ class AdditiveCoupling(AbstractScheme):
         h: float,
         state: tuple[Array, Array],
         args: Any,
+        key: Any,
     ) -> tuple[Array, Array]:
         a, b = state
         a = a + h * block.first(t, b, args)

@@ -16,11 +16,15 @@ class Euler(AbstractScheme):
     """
 
     reversible: ClassVar[bool] = False
+    depth: ClassVar[None] = None
+    evaluations_per_step: ClassVar[int] = 1
 
     def init(self, y0: Array) -> Array:
         return y0
 
-    def step(self, block: Any, n: Array, t: Array, h: float, state: Array, args: Any) -> Array:
+    def step(
+        self, block: Any, n: Array, t: Array, h: float, state: Array, args: Any, key: Any
+    ) -> Array:
         return state + h * block(t, state, args)
 
     def output(self, state: Array) -> Array:
@@ -40,11 +44,15 @@ class PolyNet(AbstractScheme):
     """
 
     reversible: ClassVar[bool] = False
+    depth: ClassVar[None] = None
+    evaluations_per_step: ClassVar[int] = 2
 
     def init(self, y0: Array) -> Array:
         return y0
 
-    def step(self, block: Any, n: Array, t: Array, h: float, state: Array, args: Any) -> Array:
+    def step(
+        self, block: Any, n: Array, t: Array, h: float, state: Array, args: Any, key: Any
+    ) -> Array:
         first = h * block(t, state, args)
         return state + first + h * block(t, first, args)
 

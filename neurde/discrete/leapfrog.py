@@ -23,12 +23,21 @@ class Leapfrog(AbstractScheme):
     """
 
     reversible: ClassVar[bool] = True
+    depth: ClassVar[None] = None
+    evaluations_per_step: ClassVar[int] = 1
 
     def init(self, y0: Array) -> tuple[Array, Array]:
         return y0, y0
 
     def step(
-        self, block: Any, n: Array, t: Array, h: float, state: tuple[Array, Array], args: Any
+        self,
+        block: Any,
+        n: Array,
+        t: Array,
+        h: float,
+        state: tuple[Array, Array],
+        args: Any,
+        key: Any,
     ) -> tuple[Array, Array]:
         previous, current = state
         weight = jnp.where(n == 0, 0.5, 1.0).astype(current.dtype)

@@ -26,6 +26,8 @@ class Momentum(AbstractScheme):
 
     gamma: float = eqx.field(static=True)
     reversible: ClassVar[bool] = True
+    depth: ClassVar[None] = None
+    evaluations_per_step: ClassVar[int] = 1
 
     def __init__(self, gamma: float = 0.9):
         if not 0 < gamma < 1:
@@ -39,7 +41,14 @@ class Momentum(AbstractScheme):
         return y0, jnp.zeros_like(y0)
 
     def step(
-        self, block: Any, n: Array, t: Array, h: float, state: tuple[Array, Array], args: Any
+        self,
+        block: Any,
+        n: Array,
+        t: Array,
+        h: float,
+        state: tuple[Array, Array],
+        args: Any,
+        key: Any,
     ) -> tuple[Array, Array]:
         x, v = state
         v = self.gamma * v + (1 - self.gamma) * block(t, x, args)

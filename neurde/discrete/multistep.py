@@ -37,7 +37,9 @@ class LinearMultistep(AbstractScheme):
 
     k: Float[Array, " depth"] | None
     k_fixed: float | None = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
     reversible: ClassVar[bool] = False
+    evaluations_per_step: ClassVar[int] = 1
 
     def __init__(self, depth: int, k: Any = 0.0, *, trainable: bool = True):
         if not isinstance(depth, int) or depth < 2:
@@ -52,6 +54,7 @@ class LinearMultistep(AbstractScheme):
                 f"and -k of (z - 1)(z + k)), got {k!r}. Lu et al. initialise k in [-0.1, 0]; "
                 "k = 1 is the midpoint rule."
             )
+        self.depth = depth
         if trainable:
             self.k = jnp.broadcast_to(jnp.asarray(k, dtype=float), (depth,))
             self.k_fixed = None
@@ -60,11 +63,31 @@ class LinearMultistep(AbstractScheme):
             self.k = None
             self.k_fixed = float(k)
 
+    @classmethod
+    def midpoint(cls, depth: int) -> "LinearMultistep":
+        r"""The midpoint network $Y_{j+1} = Y_{j-1} + 2h f_j(Y_j)$ (explicit midpoint rule).
+
+        LM-ResNet with $k_n = 1$ fixed; the first block is an Euler step. Second order. (The
+        two-step midpoint rule, not `diffrax.Midpoint`, which is the one-step explicit
+        midpoint Runge–Kutta method: that one is `RungeKutta.rk2()` here.)
+
+        References: Chang, Meng, Haber, Tung, Begert, "Multi-level Residual Networks from
+        Dynamical Systems View", ICLR 2018.
+        """
+        return cls(depth, 1.0, trainable=False)
+
     def init(self, y0: Array) -> tuple[Array, Array]:
         return y0, y0
 
     def step(
-        self, block: Any, n: Array, t: Array, h: float, state: tuple[Array, Array], args: Any
+        self,
+        block: Any,
+        n: Array,
+        t: Array,
+        h: float,
+        state: tuple[Array, Array],
+        args: Any,
+        key: Any,
     ) -> tuple[Array, Array]:
         previous, current = state
         k = jnp.asarray(self.k_fixed) if self.k is None else self.k
@@ -75,14 +98,3 @@ class LinearMultistep(AbstractScheme):
 
     def output(self, state: tuple[Array, Array]) -> Array:
         return state[1]
-
-
-def Midpoint(depth: int) -> LinearMultistep:
-    r"""The midpoint network $Y_{j+1} = Y_{j-1} + 2h f_j(Y_j)$ (explicit midpoint rule).
-
-    LM-ResNet with $k_n = 1$ fixed; the first block is an Euler step. Second order.
-
-    References: Chang, Meng, Haber, Tung, Begert, "Multi-level Residual Networks from
-    Dynamical Systems View", ICLR 2018.
-    """
-    return LinearMultistep(depth, 1.0, trainable=False)

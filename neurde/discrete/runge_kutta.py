@@ -31,6 +31,7 @@ class RungeKutta(AbstractScheme):
     b: tuple[float, ...] = eqx.field(static=True)
     c: tuple[float, ...] = eqx.field(static=True)
     reversible: ClassVar[bool] = False
+    depth: ClassVar[None] = None
 
     def __init__(self, a: Any, b: Any, c: Any = None):
         a_np, b_np = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -75,10 +76,17 @@ class RungeKutta(AbstractScheme):
         a = [[0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1, 0]]
         return cls(a, [1 / 6, 1 / 3, 1 / 3, 1 / 6])
 
+    @property
+    def evaluations_per_step(self) -> int:
+        """One block evaluation per stage."""
+        return len(self.b)
+
     def init(self, y0: Array) -> Array:
         return y0
 
-    def step(self, block: Any, n: Array, t: Array, h: float, state: Array, args: Any) -> Array:
+    def step(
+        self, block: Any, n: Array, t: Array, h: float, state: Array, args: Any, key: Any
+    ) -> Array:
         ks: list[Array] = []
         for i, ci in enumerate(self.c):
             y = state

@@ -3,52 +3,63 @@
 from collections.abc import Callable
 from typing import Any
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jax import lax
 from jax.custom_batching import custom_vmap
-from jaxtyping import Array, PRNGKeyArray, PyTree
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
+from .._types import Args
+from .._validation import is_concrete
+from ..model import AbstractModel
+from ..solution import ModelSolution
 from .scheme import AbstractScheme
 
 
-def _stepper(static_blocks, static_scheme, h, args, batched):
-    """`step(b_dyn, s_dyn, n, state)` and its inverse; `batched` maps over a leading axis."""
+def _stepper(static_blocks, static_scheme, h, args, batched, inverse=False):
+    """`apply(b_dyn, s_dyn, n, state, key)`: block `n`'s step (or its inverse); `batched`
+    maps over a leading axis of the state."""
 
-    def step(b_dyn, s_dyn, n, state):
+    def apply(b_dyn, s_dyn, n, state, key=None):
         scheme = eqx.combine(s_dyn, static_scheme)
         block = eqx.combine(b_dyn, static_blocks)
 
         def one(x):
-            return scheme.step(block, n, n * h, h, x, args)
+            if inverse:
+                return scheme.inverse_step(block, n, n * h, h, x, args)
+            return scheme.step(block, n, n * h, h, x, args, key)
 
         return jax.vmap(one)(state) if batched else one(state)
 
-    def inverse(b_dyn, s_dyn, n, state):
-        scheme = eqx.combine(s_dyn, static_scheme)
-        block = eqx.combine(b_dyn, static_blocks)
-
-        def one(x):
-            return scheme.inverse_step(block, n, n * h, h, x, args)
-
-        return jax.vmap(one)(state) if batched else one(state)
-
-    return step, inverse
+    return apply
 
 
 def _scan(
-    static_blocks, static_scheme, h, depth, dyn_blocks, dyn_scheme, state, args, batched=False
+    static_blocks,
+    static_scheme,
+    h,
+    depth,
+    dyn_blocks,
+    dyn_scheme,
+    state,
+    args,
+    keys=None,
+    save=None,
 ):
-    step, _ = _stepper(static_blocks, static_scheme, h, args, batched)
+    """Run every block; `keys` (one per block) go to the scheme's step; `save(state)` (if
+    given) is recorded after every block."""
+    step = _stepper(static_blocks, static_scheme, h, args, batched=False)
 
     def body(state, xs):
-        n, b_dyn, s_dyn = xs
-        return step(b_dyn, s_dyn, n, state), None
+        n, b_dyn, s_dyn, key = xs
+        state = step(b_dyn, s_dyn, n, state, key)
+        return state, None if save is None else save(state)
 
-    state, _ = lax.scan(body, state, (jnp.arange(depth), dyn_blocks, dyn_scheme))
-    return state
+    return lax.scan(body, state, (jnp.arange(depth), dyn_blocks, dyn_scheme, keys))
 
 
 def _reversible_backward(static_blocks, static_scheme, h, depth, batched):
@@ -61,7 +72,8 @@ def _reversible_backward(static_blocks, static_scheme, h, depth, batched):
     """
 
     def backward(dyn_blocks, dyn_scheme, out, args, ct_out):
-        step, inverse = _stepper(static_blocks, static_scheme, h, args, batched)
+        step = _stepper(static_blocks, static_scheme, h, args, batched)
+        inverse = _stepper(static_blocks, static_scheme, h, args, batched, inverse=True)
 
         def body(carry, xs):
             state_next, ct = carry
@@ -113,7 +125,8 @@ def _reversible_scan(static_blocks, static_scheme, h, depth):
 
     @jax.custom_vjp
     def run(dyn_blocks, dyn_scheme, state, args):
-        return _scan(static_blocks, static_scheme, h, depth, dyn_blocks, dyn_scheme, state, args)
+        args_ = (static_blocks, static_scheme, h, depth, dyn_blocks, dyn_scheme, state, args)
+        return _scan(*args_)[0]
 
     def run_fwd(dyn_blocks, dyn_scheme, state, args):
         out = run(dyn_blocks, dyn_scheme, state, args)
@@ -126,7 +139,7 @@ def _reversible_scan(static_blocks, static_scheme, h, depth):
     return run
 
 
-class ResidualStack(eqx.Module):
+class ResidualStack(AbstractModel):
     r"""`depth` blocks applied by a numerical scheme: a network whose depth is time.
 
     Block $n$ is the field built by `make_block(key_n)`; the fields' parameters are stacked
@@ -135,6 +148,13 @@ class ResidualStack(eqx.Module):
     different schemes gives ResNet (`Euler`), LM-ResNet (`LinearMultistep`), RK-Nets
     (`RungeKutta`), PolyNet, RevNet and Hamiltonian nets (`AdditiveCoupling`), Momentum
     ResNets, midpoint and leapfrog nets.
+
+    A stack is a `neurde.AbstractModel`: `stack(x, ts=None, *, args=None, key=None)` returns
+    the output, or with save times `ts` on the block grid $\{0, h, \dots, \text{depth}\cdot
+    h\}$, the output read off the state at each of them (time 0 is the input). `key` is split
+    into one key per block for stochastic schemes (a stack randomised by a `neurde.noise`
+    transform); deterministic schemes ignore it. `solve` also returns `stats`: `nfe` is the
+    number of block evaluations.
 
     **Arguments:**
 
@@ -167,28 +187,13 @@ class ResidualStack(eqx.Module):
         memory_saving: bool | None = None,
         key: PRNGKeyArray,
     ):
-        if not isinstance(depth, int) or depth < 1:
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"ResidualStack: `depth` must be an integer >= 1, got {depth!r}.")
         if h is not None and not h > 0:
             raise ValueError(
                 f"ResidualStack: the step `h` must be > 0, got {h!r}. Leave it out for h = 1/depth."
             )
-        if not isinstance(scheme, AbstractScheme):
-            raise TypeError(
-                f"ResidualStack: `scheme` must be a neurde.discrete scheme (Euler(), "
-                f"RungeKutta.rk4(), ...), got {type(scheme).__name__}."
-            )
-        k = getattr(scheme, "k", None)
-        if k is not None and k.shape[0] != depth:
-            raise ValueError(
-                f"ResidualStack: the scheme has {k.shape[0]} per-block coefficients but "
-                f"depth={depth}. Build it with the same depth."
-            )
-        if memory_saving and not scheme.reversible:
-            raise ValueError(
-                f"ResidualStack: memory_saving=True needs a reversible scheme; "
-                f"{type(scheme).__name__} is not. Use AdditiveCoupling, Leapfrog or Momentum."
-            )
+        _check_scheme(scheme, depth, bool(memory_saving))
         self.blocks = eqx.filter_vmap(make_block)(jr.split(key, depth))
         self.scheme = scheme
         self.depth = depth
@@ -200,32 +205,61 @@ class ResidualStack(eqx.Module):
         dyn_scheme, static_scheme = eqx.partition(self.scheme, eqx.is_array)
         return dyn_blocks, static_blocks, dyn_scheme, static_scheme
 
-    def forward_state(self, y: PyTree[Array], args: Any = None) -> Any:
+    def forward_state(
+        self, y: PyTree[Array], args: Args = None, *, key: PRNGKeyArray | None = None
+    ) -> Any:
         """The scheme's final state (e.g. the last two values of a two-step scheme)."""
+        return self._run(y, args, key)[0]
+
+    def _run(self, y: PyTree[Array], args: Args, key: Any, save: Any = None) -> tuple[Any, Any]:
+        _check_scheme(self.scheme, self.depth, self.memory_saving)
         dyn_blocks, static_blocks, dyn_scheme, static_scheme = self._statics()
         state = self.scheme.init(y)
         if self.memory_saving:
+            if save is not None:
+                raise ValueError(
+                    "ResidualStack: save times `ts` would store every activation, which "
+                    "memory_saving=True avoids. Build the stack with memory_saving=False to "
+                    "read the trajectory."
+                )
             run = _reversible_scan(static_blocks, static_scheme, self.h, self.depth)
-            return run(dyn_blocks, dyn_scheme, state, args)
-        return _scan(
-            static_blocks,
-            static_scheme,
-            self.h,
-            self.depth,
-            dyn_blocks,
-            dyn_scheme,
-            state,
-            args,
-        )
+            return run(dyn_blocks, dyn_scheme, state, args), None
+        keys = None if key is None else jr.split(key, self.depth)
+        statics = (static_blocks, static_scheme, self.h, self.depth)
+        return _scan(*statics, dyn_blocks, dyn_scheme, state, args, keys, save)
 
-    def __call__(
-        self, y: PyTree[Array], args: Any = None, *, key: PRNGKeyArray | None = None
-    ) -> PyTree[Array]:
-        """Apply every block to one (unbatched) input and return the output."""
-        del key
-        return self.scheme.output(self.forward_state(y, args))
+    def solve(
+        self,
+        y0: PyTree[ArrayLike],
+        ts: Float[ArrayLike, " times"] | None = None,
+        *,
+        args: Args = None,
+        key: PRNGKeyArray | None = None,
+    ) -> ModelSolution:
+        """Apply every block to one (unbatched) input; see `neurde.AbstractModel.solve`."""
+        y0 = jax.tree.map(jnp.asarray, y0)
+        if ts is None:
+            ys = self.scheme.output(self.forward_state(y0, args, key=key))
+        else:
+            index = _grid_index(ts, self.h, self.depth)
+            _, saved = self._run(y0, args, key, self.scheme.output)
+            everything = jax.tree.map(
+                lambda first, rest: jnp.concatenate([first[None], rest]),
+                self.scheme.output(self.scheme.init(y0)),
+                saved,
+            )
+            ys = jax.tree.map(lambda x: x[index], everything)
+            ts = jnp.asarray(ts)
+        steps = jnp.asarray(self.depth)
+        stats = {
+            "nfe": steps * self.scheme.evaluations_per_step,
+            "num_steps": steps,
+            "num_accepted_steps": steps,
+            "num_rejected_steps": jnp.zeros_like(steps),
+        }
+        return ModelSolution(ys, ts, stats, {}, diffrax.RESULTS.successful)
 
-    def inverse(self, state: Any, args: Any = None) -> Any:
+    def inverse(self, state: Any, args: Args = None) -> Any:
         """Undo the whole stack: the initial state from `forward_state`'s result."""
         if not self.scheme.reversible:
             raise TypeError(
@@ -233,7 +267,7 @@ class ResidualStack(eqx.Module):
                 "Reversible schemes: AdditiveCoupling, Leapfrog, Momentum."
             )
         dyn_blocks, static_blocks, dyn_scheme, static_scheme = self._statics()
-        _, inverse = _stepper(static_blocks, static_scheme, self.h, args, batched=False)
+        inverse = _stepper(static_blocks, static_scheme, self.h, args, False, inverse=True)
 
         def body(state, xs):
             n, b_dyn, s_dyn = xs
@@ -242,3 +276,47 @@ class ResidualStack(eqx.Module):
         ns = jnp.arange(self.depth)
         state, _ = lax.scan(body, state, (ns, dyn_blocks, dyn_scheme), reverse=True)
         return state
+
+
+def _check_scheme(scheme: Any, depth: int, memory_saving: bool) -> None:
+    """The scheme fits the stack (checked at construction and again at every trace)."""
+    if not isinstance(scheme, AbstractScheme):
+        raise TypeError(
+            f"ResidualStack: `scheme` must be a neurde.discrete scheme (Euler(), "
+            f"RungeKutta.rk4(), ...), got {type(scheme).__name__}."
+        )
+    if scheme.depth is not None and scheme.depth != depth:
+        raise ValueError(
+            f"ResidualStack: the scheme {type(scheme).__name__} was built for depth "
+            f"{scheme.depth} but the stack has depth={depth}. Build it with the same depth."
+        )
+    if memory_saving and not scheme.reversible:
+        raise ValueError(
+            f"ResidualStack: memory_saving=True needs a reversible scheme; "
+            f"{type(scheme).__name__} is not. Use AdditiveCoupling, Leapfrog or Momentum."
+        )
+
+
+def _grid_index(ts: Any, h: float, depth: int) -> Array:
+    """The block indices of save times on the grid {0, h, ..., depth h}."""
+    ts = jnp.asarray(ts)
+    if ts.ndim != 1 or ts.shape[0] == 0:
+        raise ValueError(
+            f"ResidualStack: `ts` must be a non-empty 1-D array of times on the block grid "
+            f"(multiples of h = {h}), got shape {ts.shape}."
+        )
+    steps = ts / h
+    index = jnp.round(steps).astype(jnp.int32)
+    message = (
+        f"ResidualStack: save times `ts` must be multiples of the step h = {h} in [0, "
+        f"{depth * h}] (block n sits at time n h), strictly increasing."
+    )
+    off_grid = jnp.abs(steps - index) > 1e-4
+    bad = off_grid | (index < 0) | (index > depth)
+    if ts.shape[0] > 1:
+        bad = bad | jnp.concatenate([jnp.zeros(1, bool), jnp.diff(index) <= 0])
+    if is_concrete(ts):
+        if np.any(np.asarray(bad)):
+            raise ValueError(f"{message} Got ts={np.asarray(ts)!r}.")
+        return index
+    return eqx.error_if(index, bad, message)

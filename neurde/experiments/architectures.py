@@ -19,6 +19,7 @@ import jax.random as jr
 import numpy as np
 import optax
 
+from ..composed import Composed
 from ..data import Classification, digits, mnist1d
 from ..discrete import VECTOR_ARCHITECTURES, Classifier
 from ..fields import MLPField
@@ -35,22 +36,16 @@ CONV = ("resnet-conv", "parabolic", "hyperbolic")
 VECTOR = (*VECTOR_ARCHITECTURES, "neural-ode")
 
 
-class ODEClassifier(eqx.Module):
-    """Linear embedding, a neural ODE on [0, 1] (Tsit5, adaptive), linear head."""
-
-    embed: eqx.nn.Linear
-    ode: NeuralODE
-    head: eqx.nn.Linear
-
-    def __init__(self, in_size: int, num_classes: int, width: int, *, key: Any):
-        k1, k2, k3 = jr.split(key, 3)
-        self.embed = eqx.nn.Linear(in_size, width, key=k1)
-        field = MLPField(width, width, 1, activation=jnp.tanh, key=k2)
-        self.ode = NeuralODE(field, t1=1.0, rtol=1e-3, atol=1e-4)
-        self.head = eqx.nn.Linear(width, num_classes, key=k3)
-
-    def __call__(self, x: jax.Array, *, key: Any = None) -> jax.Array:
-        return self.head(self.ode(self.embed(x.reshape(-1))))
+def ode_classifier(in_size: int, num_classes: int, width: int, *, key: Any) -> Composed:
+    """Linear embedding of the flattened input, a neural ODE on [0, 1] (Tsit5, adaptive),
+    linear head."""
+    k1, k2, k3 = jr.split(key, 3)
+    field = MLPField(width, width, 1, activation=jnp.tanh, key=k2)
+    return Composed(
+        eqx.nn.Sequential([eqx.nn.Lambda(jnp.ravel), eqx.nn.Linear(in_size, width, key=k1)]),
+        NeuralODE(field, t1=1.0, rtol=1e-3, atol=1e-4),
+        eqx.nn.Linear(width, num_classes, key=k3),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +97,7 @@ def build(arch: str, data: Classification, width: int, depth: int, *, key: Any) 
     """One classifier of the comparison."""
     if arch == "neural-ode":
         size = int(np.prod(data.input_shape))
-        return ODEClassifier(size, data.num_classes, width, key=key)
+        return ode_classifier(size, data.num_classes, width, key=key)
     name = "resnet" if arch == "resnet-conv" else arch
     return Classifier(
         data.input_shape, data.num_classes, architecture=name, width=width, depth=depth,
@@ -174,8 +169,8 @@ def train_one(
     nfe = None
     if arch == "neural-ode":
         first = members[0]
-        sol = jax.vmap(lambda x: first.ode.solve(first.embed(x.reshape(-1))))(data.x_test[:256])
-        nfe = float(jnp.mean(jax.vmap(first.ode.stats)(sol)["nfe"]))
+        sol = jax.vmap(first.solve)(data.x_test[:256])
+        nfe = float(jnp.mean(sol.stats["nfe"]))
     return {
         "params": count_params(members[0]),
         "accuracy": accuracies,

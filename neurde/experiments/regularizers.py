@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from .. import noise
+from ..composed import Composed
 from ..data import Classification, digits, mnist1d
 from ..discrete import Classifier, Euler, ResidualStack
 from ..fields import MLPField
@@ -56,7 +57,7 @@ class RegularizersConfig:
     learning_rate: float = 5e-3
     sigma: float = 0.3
     p: float = 0.2
-    p_last: float = 0.8
+    survival_last: float = 0.8
     steer_b: float = 0.5
     rnode_weight: float = 0.01
     sde_dt0: float = 0.1
@@ -72,22 +73,6 @@ class RegularizersConfig:
         return cls(**{**base, **overrides})
 
 
-class ODENet(eqx.Module):
-    """Linear embedding, a continuous model on [0, 1], linear head; the model's extra outputs
-    (RNODE's penalties) are passed through."""
-
-    embed: eqx.nn.Linear
-    ode: Any
-    head: eqx.nn.Linear
-
-    def __call__(self, x: jax.Array, *, key: Any = None) -> Any:
-        out = self.ode(self.embed(x.reshape(-1)), key=key)
-        if isinstance(out, tuple):
-            y, penalties = out
-            return self.head(y), penalties
-        return self.head(out)
-
-
 def build(model: str, reg: str, data: Classification, config: RegularizersConfig, key: Any) -> Any:
     """One classifier with regularizer `reg` applied as a transform."""
     size, w = int(np.prod(data.input_shape)), config.width
@@ -95,9 +80,8 @@ def build(model: str, reg: str, data: Classification, config: RegularizersConfig
         k1, k2, k3 = jr.split(key, 3)
         field = MLPField(w, w, 1, activation=jnp.tanh, key=k2)
         ode = NeuralODE(field, t1=1.0, rtol=1e-3, atol=1e-4, dt0=config.sde_dt0)
-        net = ODENet(
-            eqx.nn.Linear(size, w, key=k1), ode, eqx.nn.Linear(w, data.num_classes, key=k3)
-        )
+        embed = eqx.nn.Sequential([eqx.nn.Lambda(jnp.ravel), eqx.nn.Linear(size, w, key=k1)])
+        net = Composed(embed, ode, eqx.nn.Linear(w, data.num_classes, key=k3))
         if reg == "steer":
             return noise.steer(net, config.steer_b)
         if reg == "rnode":
@@ -125,34 +109,28 @@ def build(model: str, reg: str, data: Classification, config: RegularizersConfig
         "multiplicative": lambda m: noise.multiplicative(m, config.sigma),
         "dropout-diffusion": lambda m: noise.dropout_diffusion(m, config.p),
         "residual-dropout": lambda m: noise.residual_dropout(m, config.p),
-        "stochastic-depth": lambda m: noise.stochastic_depth(m, config.p_last),
-        "shakedrop": lambda m: noise.shake_drop(m, config.p_last),
+        "stochastic-depth": lambda m: noise.stochastic_depth(m, config.survival_last),
+        "shakedrop": lambda m: noise.shake_drop(m, config.survival_last),
     }
     return transforms[reg](net)
 
 
-def _split(out: Any) -> tuple[jax.Array, dict]:
-    return out if isinstance(out, tuple) else (out, {})
-
-
 def make_loss(config: RegularizersConfig) -> Any:
-    """Cross-entropy, plus RNODE's kinetic and Jacobian penalties when the model returns them."""
+    """Cross-entropy, plus the model's extra outputs (RNODE's kinetic and Jacobian penalties;
+    none for the other regularizers) weighted by `rnode_weight`."""
 
     def loss(model: Any, batch: Any, key: Any) -> Any:
         x, y = batch
-        logits, penalties = _split(
-            jax.vmap(lambda xi, k: model(xi, key=k))(x, jr.split(key, x.shape[0]))
-        )
-        ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
-        extra = sum(jnp.mean(v) for v in penalties.values())
+        sol = jax.vmap(lambda xi, k: model.solve(xi, key=k))(x, jr.split(key, x.shape[0]))
+        ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(sol.ys, y))
+        extra = sum((jnp.mean(v) for v in sol.extras.values()), start=jnp.zeros(()))
         return ce + config.rnode_weight * extra, {"ce": ce}
 
     return loss
 
 
 def _ce(model: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-    logits, _ = _split(model(x))
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return optax.softmax_cross_entropy_with_integer_labels(model(x), y)
 
 
 @eqx.filter_jit
@@ -161,8 +139,7 @@ def evaluate(model: Any, x: jax.Array, y: jax.Array, key: Any, sizes: Any) -> di
     model = eqx.nn.inference_mode(model)
 
     def accuracy(inputs):
-        logits, _ = _split(jax.vmap(model)(inputs))
-        return jnp.mean(jnp.argmax(logits, -1) == y)
+        return jnp.mean(jnp.argmax(jax.vmap(model)(inputs), -1) == y)
 
     gaussian = [accuracy(x + s * jr.normal(jr.fold_in(key, i), x.shape)) for i, s in
                 enumerate(sizes["gaussian"])]  # fmt: skip
@@ -171,16 +148,10 @@ def evaluate(model: Any, x: jax.Array, y: jax.Array, key: Any, sizes: Any) -> di
     return {"gaussian": jnp.stack(gaussian), "fgsm": jnp.stack(fgsm)}
 
 
-def test_nfe(model: Any, x: jax.Array) -> float | None:
-    """Mean function evaluations of the test-time (inference mode) solve, for ODE models."""
-    odes = [m for m in jax.tree.leaves(model, is_leaf=lambda m: isinstance(m, NeuralODE))
-            if isinstance(m, NeuralODE)]  # fmt: skip
-    if not odes:
-        return None
-    ode, embed = odes[0], model.embed
-    stats = eqx.filter_jit(
-        lambda o, e, xs: jax.vmap(lambda xi: o.stats(o.solve(e(xi.reshape(-1)))))(xs)
-    )(ode, embed, x)
+def test_nfe(model: Any, x: jax.Array) -> float:
+    """Mean function evaluations of the test-time (inference mode) solve."""
+    model = eqx.nn.inference_mode(model)
+    stats = eqx.filter_jit(lambda m, xs: jax.vmap(m.solve)(xs).stats)(model, x)
     return float(jnp.mean(stats["nfe"]))
 
 
@@ -210,11 +181,10 @@ def run_one(model: str, reg: str, data: Classification, config: RegularizersConf
         evaluate(ensemble_member(ensemble, i), x, y, jr.key(100 + i), sizes)
         for i in range(config.seeds)
     ]
-    nfe = test_nfe(ensemble_member(ensemble, 0), x) if model == "neural-ode" else None
     return {
         "gaussian": np.stack([np.asarray(r["gaussian"]) for r in results]),
         "fgsm": np.stack([np.asarray(r["fgsm"]) for r in results]),
-        "nfe": nfe if model == "neural-ode" else config.depth,
+        "nfe": test_nfe(ensemble_member(ensemble, 0), x),
         "seconds": seconds,
     }
 

@@ -40,5 +40,6 @@ def additive(
     model: Any, sigma: float, *, schedule: Callable[[Any], Any] | None = None, **options: Any
 ) -> Any:
     r"""Add $\sigma\,s(t)\,dW$ to `model`: a continuous model becomes an SDE, a ResNet gets
-    $\sqrt{h}\,\sigma\,s(t)\,\xi$ per block. `options` are those of `neurde.noise.inject`."""
+    $\sqrt{h}\,\sigma\,s(t)\,\xi$ per block. `options` (`solver`, `dt0`, `brownian`,
+    `where`) are those of `neurde.noise.inject`."""
     return inject(model, Additive(sigma, schedule), **options)

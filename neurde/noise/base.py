@@ -96,7 +96,7 @@ def combined_scale(
     $G G^\top = \operatorname{diag}(\sum_i g_i^2)$, and the Stratonovich correction
     $\tfrac12 g_j \partial_j g_j = \tfrac14 \partial_j (g_j^2)$ is linear in $g_j^2$ too.
     One Brownian motion of dimension d instead of k of them keeps the solve as cheap as a
-    single noise (sampling the Brownian motion dominates an SDE step; see FACTS.md).
+    single noise (sampling the Brownian motion dominates the cost of an SDE step).
     """
     scales = [*extra, *(noise.scale(t, y, f) for noise in noises)]
     if len(scales) == 1:
@@ -140,6 +140,3 @@ def linear_survival(n: Array, depth: int, p_last: float) -> Array:
 def straight_through(forward: Array, backward: Array) -> Array:
     """A value equal to `forward` whose gradient is that of `backward`."""
     return backward + jax.lax.stop_gradient(forward - backward)
-
-
-__all__ = ["AbstractBranchRegularizer", "AbstractNoise"]

@@ -6,8 +6,9 @@ r"""Dropout read as an SDE, in both directions.
   $x_{n+1} = x_n + h\,(m / (1-p)) \odot f_n(x_n)$, $m_i \sim \text{Bernoulli}(1-p)$, whose
   SDE form has drift $f$ and per-coordinate standard deviation $\sqrt{p/(1-p)}\,|f|$.
 
-`p` is the probability of *dropping* a unit, as in `eqx.nn.Dropout` (SURVEY.md writes
-the keep probability).
+`p` is the probability of *dropping* a unit, as in `eqx.nn.Dropout` (Liu et al. and Sun et
+al. write the keep probability $1 - p$). Stochastic depth and ShakeDrop, whose papers
+parametrize by survival, take `survival_last` instead.
 """
 
 from typing import Any, ClassVar, Literal
@@ -18,7 +19,8 @@ import jax.random as jr
 from jaxtyping import Array, PRNGKeyArray
 
 from .base import AbstractBranchRegularizer, AbstractNoise, check_probability
-from .transform import inject, regularize
+from .stochastic_euler import Form
+from .transform import Where, inject, regularize
 
 
 class DropoutDiffusion(AbstractNoise):
@@ -70,11 +72,12 @@ class ResidualDropout(AbstractBranchRegularizer):
 
 def dropout_diffusion(model: Any, p: float, **options: Any) -> Any:
     r"""Add $\sqrt{p/(1-p)}\operatorname{diag}(f)\,dW$ to `model` (continuous or Euler net);
-    `options` are those of `neurde.noise.inject`."""
+    `options` (`solver`, `dt0`, `brownian`, `where`) are those of `neurde.noise.inject`."""
     return inject(model, DropoutDiffusion(p), **options)
 
 
-def residual_dropout(model: Any, p: float, *, form: str = "discrete") -> Any:
+def residual_dropout(model: Any, p: float, *, form: Form = "discrete", where: Where = None) -> Any:
     """Dropout (drop probability `p`) in every residual branch of an Euler stack;
-    `form="sde"` uses the SDE reading instead of Bernoulli masks."""
-    return regularize(model, ResidualDropout(p), form=form)
+    `form="sde"` uses the SDE reading instead of Bernoulli masks; `where` as for
+    `neurde.noise.regularize`."""
+    return regularize(model, ResidualDropout(p), form=form, where=where)

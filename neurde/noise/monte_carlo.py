@@ -3,13 +3,33 @@
 from collections.abc import Callable
 from typing import Any
 
+import diffrax
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import PRNGKeyArray
+from jaxtyping import ArrayLike, Float, PRNGKeyArray, PyTree
+
+from .._types import Args
+from ..model import AbstractModel, AbstractWrapper
+from ..solution import ModelSolution
 
 
-class MonteCarlo(eqx.Module):
+def _solve(model: Any, y0: Any, ts: Any, args: Args, key: PRNGKeyArray) -> ModelSolution:
+    if isinstance(model, AbstractModel):
+        return model.solve(y0, ts, args=args, key=key)
+    # Any other callable `model(x, *, key)` (a user's module): its output is the state.
+    if ts is not None or args is not None:
+        raise ValueError(
+            f"MonteCarlo: {type(model).__name__} is not a neurde model, so it is called as "
+            "`model(x, key=key)` and cannot take `ts` or `args`. Make it a "
+            "`neurde.AbstractModel` (e.g. with `neurde.Composed`) to pass them."
+        )
+    ys = model(y0, key=key)
+    return ModelSolution(ys, None, {}, {}, diffrax.RESULTS.successful)
+
+
+class MonteCarlo(AbstractWrapper):
     r"""Average `model`'s output over `num_samples` noise draws, vmapped over keys.
 
     $\hat y(x) = \frac1n \sum_{i=1}^n \text{post}(\text{model}(x, \text{key}=k_i))$. For a
@@ -18,11 +38,16 @@ class MonteCarlo(eqx.Module):
     `inference_mode` does to the rest of a larger model: this wrapper sets its model's
     `inference` flags to False.
 
+    `solve` returns the averaged state with the extras averaged over the draws (e.g. RNODE's
+    penalties: their Monte Carlo estimate) and the statistics summed over the draws (the cost
+    of the estimate). A transform applied to a `MonteCarlo` is applied to the model inside,
+    so `noise.additive(MonteCarlo(m, 8), 0.1)` averages over the added noise too.
+
     **Arguments:**
 
-    - `model`: a stochastic model called as `model(*args, key=key, **kwargs)`.
+    - `model`: a stochastic neurde model, or any module called as `model(x, key=key)`.
     - `num_samples`: number of draws, >= 1.
-    - `post`: optional function applied to each draw before averaging.
+    - `post`: optional function applied to each draw (at each save time) before averaging.
     """
 
     model: Any
@@ -40,21 +65,34 @@ class MonteCarlo(eqx.Module):
                 f"MonteCarlo: `num_samples` must be >= 1, got {self.num_samples}. It is the "
                 "number of noise draws averaged."
             )
+        if not callable(self.model):
+            raise TypeError(
+                f"MonteCarlo: `model` must be a neurde model or a callable module, got "
+                f"{type(self.model).__name__}."
+            )
 
-    def __call__(self, *args: Any, key: PRNGKeyArray | None = None, **kwargs: Any) -> Any:
+    def solve(
+        self,
+        y0: PyTree[ArrayLike],
+        ts: Float[ArrayLike, " times"] | None = None,
+        *,
+        args: Args = None,
+        key: PRNGKeyArray | None = None,
+    ) -> ModelSolution:
         """The average over draws; `key` is split into `num_samples` keys."""
         if key is None:
             raise ValueError(
                 "MonteCarlo: a `key` is needed to draw the noise: call `mc(x, key=key)`."
             )
         model = eqx.nn.inference_mode(self.model, False)
-        post = self.post if self.post is not None else (lambda y: y)
 
-        def one(k):
-            return post(model(*args, key=k, **kwargs))
+        def one(k: PRNGKeyArray) -> ModelSolution:
+            solution = _solve(model, y0, ts, args, k)
+            return solution if self.post is None else solution.map(self.post)
 
         draws = jax.vmap(one)(jr.split(key, self.num_samples))
-        return jax.tree.map(lambda d: d.mean(0), draws)
-
-
-__all__ = ["MonteCarlo"]
+        mean = jax.tree.map(lambda d: d.mean(0), (draws.ys, draws.extras))
+        stats = jax.tree.map(lambda s: jnp.sum(s, axis=0), draws.stats)
+        # RESULTS codes: 0 is success, so the largest code is a failure if any draw failed.
+        result = jax.tree.map(lambda r: jnp.max(r, axis=0), draws.result)
+        return ModelSolution(mean[0], None if ts is None else draws.ts[0], stats, mean[1], result)

@@ -36,5 +36,6 @@ def multiplicative(
     model: Any, sigma: float, *, schedule: Callable[[Any], Any] | None = None, **options: Any
 ) -> Any:
     r"""Add $\sigma\,s(t) \operatorname{diag}(X)\,dW$ to `model` (continuous or Euler net);
-    `options` are those of `neurde.noise.inject`."""
+    `options` (`solver`, `dt0`, `brownian`, `where`) are those of
+    `neurde.noise.inject`."""
     return inject(model, Multiplicative(sigma, schedule), **options)

@@ -1,25 +1,24 @@
-"""RNODE: kinetic-energy and Jacobian-norm penalties integrated along a neural ODE's solve."""
+"""RNODE: kinetic-energy and Jacobian-norm penalties integrated along a continuous solve."""
 
-from collections.abc import Callable
-from typing import Any, Literal
+import dataclasses
+from typing import Any, Literal, TypeAlias
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .._solve import resolve_interval, run_solve, squeeze_final
-from .._types import Args, Scalar
-from .._validation import check_field_output, check_state
-from ..fields import AbstractField
-from ..ode import NeuralODE
-from .transform import replace_model
+from .._types import Args
+from .._validation import require_key
+from ..model import PROBE_KEY, AbstractContinuousModel, AbstractContinuousWrapper
+from ..problem import Problem
+from .transform import Where, apply, describe, find_wrapper
 
 _OWNER = "RNODE"
-Jacobian = Literal["hutchinson", "exact"]
-Probe = Literal["gaussian", "rademacher"]
+Estimator: TypeAlias = Literal["hutchinson", "exact"]
+Probe: TypeAlias = Literal["gaussian", "rademacher"]
+PENALTIES = ("kinetic", "jacobian")
 
 
 def _sq_norm(tree: PyTree[Array]) -> Float[Array, ""]:
@@ -27,89 +26,32 @@ def _sq_norm(tree: PyTree[Array]) -> Float[Array, ""]:
     return sum((jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)), start=jnp.zeros(()))
 
 
-class _AugState(eqx.Module):
-    # A dedicated node type (not a tuple) so `_StateNorm` can recognise the forward state.
-    y: PyTree[Array]
-    kinetic: Float[Array, ""]
-    jacobian: Float[Array, ""]
+def _plain(problem: Problem) -> Any:
+    """The problem's drift and extras' integrands, `(t, y, args) -> (dy, dextras)`."""
+    if problem.augmented is not None:
+        return problem.augmented
+    return lambda t, y, args: (problem.drift(t, y, args), {})
 
 
-class _StateNorm(eqx.Module):
-    """An error norm that sees only the ODE state `y` of the augmented forward solve.
+class RNODE(AbstractContinuousWrapper):
+    r"""Kinetic and Jacobian regularization (RNODE) of a continuous model.
 
-    The penalties are running integrals of non-negative functions: they grow with time and
-    nothing feeds back from them into `y`, so their local error only matters to the
-    penalties' own accuracy. Letting them drive step-size control would make the regularized
-    solve take different (usually more) steps than the plain one. Finlay et al. do the same
-    by giving the penalty components tolerances of 1e20. Any other structure (e.g. the
-    backward state of `diffrax.BacksolveAdjoint`) is measured in full.
-    """
-
-    norm: Callable[[PyTree], Scalar]
-
-    def __call__(self, tree: PyTree) -> Scalar:
-        if isinstance(tree, _AugState):
-            return self.norm(tree.y)
-        return self.norm(tree)
-
-
-def _state_only(controller: Any) -> Any:
-    """`controller` with its error norm restricted to `y` (PID controllers, also clipped)."""
-    if isinstance(controller, diffrax.PIDController):
-        return eqx.tree_at(lambda c: c.norm, controller, _StateNorm(controller.norm))
-    if isinstance(controller, diffrax.ClipStepSizeController):
-        inner = _state_only(controller.controller)
-        return eqx.tree_at(lambda c: c.controller, controller, inner)
-    return controller
-
-
-class _AugmentedField(eqx.Module):
-    """The field of `(y, E_k, E_j)`: `(f, ||f||^2, ||df/dy||_F^2 or ||e^T df/dy||^2)`."""
-
-    field: AbstractField
-    probe: PyTree[Array] | None
-    jacobian: Jacobian | None = eqx.field(static=True)
-    kinetic: bool = eqx.field(static=True)
-
-    def __call__(self, t: Scalar, state: _AugState, args: Args) -> _AugState:
-        def f(y):
-            return self.field(t, y, args)
-
-        zero = jnp.zeros((), state.kinetic.dtype)
-        if self.jacobian == "hutchinson":
-            # One reverse-mode product per evaluation, with the probe fixed along the solve
-            # (as in FFJORD/RNODE): E||e^T J||^2 = tr(J J^T) = ||J||_F^2 for E[e e^T] = I.
-            dy, vjp = jax.vjp(f, state.y)
-            (e_jac,) = vjp(self.probe)
-            jac = _sq_norm(e_jac)
-        elif self.jacobian == "exact":
-
-            def f_and_value(y):
-                # The output doubles as the auxiliary value, so f is traced once.
-                out = f(y)
-                return out, out
-
-            jac_tree, dy = jax.jacfwd(f_and_value, has_aux=True)(state.y)
-            jac = _sq_norm(jac_tree)
-        else:
-            dy, jac = f(state.y), zero
-        kin = _sq_norm(dy) if self.kinetic else zero
-        return _AugState(dy, kin.astype(zero.dtype), jac.astype(zero.dtype))
-
-
-class RNODE(eqx.Module):
-    r"""Kinetic and Jacobian regularization (RNODE) of a `neurde.NeuralODE`.
-
-    A call solves $\dot y = f_\theta(t, y)$ from $t_0$ to $t_1$ together with the penalties
+    A call solves the wrapped model's problem from $t_0$ to $t_1$ together with the penalties
 
     $$E_k = \int_{t_0}^{t_1} \|f_\theta(t, y(t))\|_2^2\,dt, \qquad
-      E_j = \int_{t_0}^{t_1} \|\partial_y f_\theta(t, y(t))\|_F^2\,dt,$$
+      E_j = \int_{t_0}^{t_1} \|\partial_y f_\theta(t, y(t))\|_F^2\,dt$$
 
-    as two extra components of the state, in the same solve (same solver, controller,
-    tolerances, adjoint, `dt0`, `max_steps`). It returns $y(t_1)$ and the penalties, for a loss
-    `task_loss(y1) + lambda_k * pen["kinetic"] + lambda_j * pen["jacobian"]`. Finlay et al.
-    show these terms select simple, nearly straight trajectories, so adaptive solvers take
-    fewer steps.
+    of its drift $f_\theta$, as two extra outputs integrated in the same solve (same solver,
+    controller, tolerances, adjoint, `dt0`, `max_steps`). A call returns the state, as every
+    model does; `solve(...).extras["kinetic"]` and `["jacobian"]` are the penalties, for a
+    loss `task_loss(sol.ys) + lambda_k * sol.extras["kinetic"] + lambda_j *
+    sol.extras["jacobian"]`. Finlay et al. show these terms select simple, nearly straight
+    trajectories, so adaptive solvers take fewer steps.
+
+    Any continuous model can be regularized: over a noisy model (`noise.additive(...)`, in
+    either order) the penalties are integrated along the stochastic path (the integrands
+    depend on the drift only, so they are $dt$ integrals); over STEER, up to the random end
+    time. With save times `ts` the penalties still cover the whole interval.
 
     The definitions are those of Finlay et al.'s objective (squared norms summed over the
     state, integrated over time, no 1/2). Their code scales the integrands differently:
@@ -117,183 +59,180 @@ class RNODE(eqx.Module):
     $d$ for the Jacobian term. A coefficient $\lambda$ in their code is $\lambda / (2d)$
     (kinetic) and $\lambda / d$ (Jacobian) here.
 
-    - `jacobian="exact"` forms $\partial_y f$ with `jax.jacfwd` ($d$ forward passes per
+    - `estimator="exact"` forms $\partial_y f$ with `jax.jacfwd` ($d$ forward passes per
       evaluation): for small states.
-    - `jacobian="hutchinson"` estimates $\|\partial_y f\|_F^2$ by $\|e^\top \partial_y f\|^2$
-      with one probe $e$ (Gaussian, or Rademacher with `probe="rademacher"`) drawn from the
-      call's `key` and held fixed along the solve, as in FFJORD and RNODE: one vector-Jacobian
-      product per evaluation, an unbiased estimate of $E_j$.
+    - `estimator="hutchinson"` estimates $\|\partial_y f\|_F^2$ by $\|e^\top \partial_y f\|^2$
+      with one probe $e$ (Gaussian, or Rademacher with `probe="rademacher"`) drawn from
+      `jr.fold_in(key, 2)` and held fixed along the solve, as in FFJORD and RNODE: one
+      vector-Jacobian product per evaluation, an unbiased estimate of $E_j$.
 
-    Step-size control sees only $y$: with an adaptive `diffrax.PIDController` (the default,
-    or wrapped in `diffrax.ClipStepSizeController`) the error norm is restricted to the ODE
-    state, as Finlay et al. do with tolerances of 1e20 on the penalties. The steps, and so
-    $y(t_1)$ and the number of function evaluations, are then those of the plain solve, and
-    the penalties are integrated by the solver's own quadrature on those steps. (The backward
+    Step-size control sees only the state: with an adaptive `diffrax.PIDController` (the
+    default, or wrapped in `diffrax.ClipStepSizeController`) the error norm leaves the
+    penalties out, as Finlay et al. do with tolerances of 1e20 on them. The steps, and so the
+    state and the number of function evaluations, are then those of the plain solve, and the
+    penalties are integrated by the solver's own quadrature on those steps. (The backward
     solve of `diffrax.BacksolveAdjoint` measures its whole state.)
 
-    In inference mode (`inference=True`, set by `eqx.nn.inference_mode`) a call runs the
-    wrapped model alone, returns exactly its output, needs no key, and returns zeros for both
-    penalties. A disabled term (`kinetic=False` or `jacobian=None`) is always zero.
+    In inference mode (`inference=True`, set by `eqx.nn.inference_mode`) a call is exactly
+    the wrapped model's, needs no key, and both penalties are zero. A disabled term
+    (`kinetic=False` or `jacobian=False`) is always zero.
 
     **Arguments:**
 
-    - `model`: the `neurde.NeuralODE` to regularize; its `t1` must be set. The state may be
-      any PyTree of arrays; the norms run over all its entries.
-    - `jacobian`: `"hutchinson"` (default), `"exact"`, or `None` for no Jacobian term.
+    - `model`: the continuous model to regularize. The state may be any PyTree of arrays;
+      the norms run over all its entries.
     - `kinetic`: include the kinetic term (default True).
-    - `probe`: the Hutchinson probe distribution, `"gaussian"` (default, as in the
-      reference code) or `"rademacher"` (lower variance).
-    - `inference`: solve the plain ODE and return zero penalties.
+    - `jacobian`: include the Jacobian term (default True).
+    - `estimator`: how the Jacobian term is computed: `"hutchinson"` (default) or `"exact"`.
+    - `probe`: the Hutchinson probe distribution, `"gaussian"` (default, as in the reference
+      code) or `"rademacher"` (lower variance).
+    - `inference`: solve the plain problem; the penalties are zero.
 
     References: Finlay, Jacobsen, Nurbekyan, Oberman, "How to train your neural ODE: the
     world of Jacobian and kinetic regularization", ICML 2020. Grathwohl, Chen, Bettencourt,
     Sutskever, Duvenaud, "FFJORD", ICLR 2019 (the fixed-probe estimator).
     """
 
-    model: NeuralODE
-    jacobian: Jacobian | None = eqx.field(static=True)
+    model: AbstractContinuousModel
     kinetic: bool = eqx.field(static=True)
+    jacobian: bool = eqx.field(static=True)
+    estimator: Estimator = eqx.field(static=True)
     probe: Probe = eqx.field(static=True)
     inference: bool = False
 
     def __init__(
         self,
-        model: NeuralODE,
+        model: AbstractContinuousModel,
         *,
-        jacobian: Jacobian | None = "hutchinson",
         kinetic: bool = True,
+        jacobian: bool = True,
+        estimator: Estimator = "hutchinson",
         probe: Probe = "gaussian",
         inference: bool = False,
     ):
-        if not isinstance(model, NeuralODE):
-            raise TypeError(
-                f"{_OWNER}: `model` must be a `neurde.NeuralODE`, got an object of type "
-                f"{type(model).__name__}. Wrap a field first: "
-                "`RNODE(neurde.NeuralODE(field, t1=1.0))`."
-            )
-        if model.t1 is None:
-            raise ValueError(
-                f"{_OWNER}: the wrapped NeuralODE has no end time (`t1=None`), and the "
-                "penalties are integrals over [t0, t1]. Build it with one, e.g. "
-                "`NeuralODE(field, t1=1.0)`."
-            )
-        if jacobian not in ("hutchinson", "exact", None):
-            raise ValueError(
-                f"{_OWNER}: unknown `jacobian={jacobian!r}`. Choose 'hutchinson' (one "
-                "vector-Jacobian product per step, any size), 'exact' (jax.jacfwd, small "
-                "states) or None (no Jacobian term)."
-            )
-        if probe not in ("gaussian", "rademacher"):
-            raise ValueError(
-                f"{_OWNER}: unknown `probe={probe!r}`. Choose 'gaussian' or 'rademacher'."
-            )
-        if jacobian is None and not kinetic:
-            raise ValueError(
-                f"{_OWNER}: `jacobian=None` and `kinetic=False` switch off both penalties. "
-                "Enable one, or use the NeuralODE directly."
-            )
         self.model = model
+        self.kinetic = kinetic
         self.jacobian = jacobian
-        self.kinetic = bool(kinetic)
+        self.estimator = estimator
         self.probe = probe
         self.inference = inference
 
-    def _probe(self, y0: PyTree[Array], key: PRNGKeyArray | None) -> PyTree[Array] | None:
-        if self.jacobian != "hutchinson":
-            return None
-        if key is None:
-            raise ValueError(
-                f"{_OWNER}: a `key` is needed in training mode with `jacobian='hutchinson'` "
-                "to draw the probe: call `rnode(y0, key=jr.key(0))`. Alternatively use "
-                "`jacobian='exact'` (no randomness), or `eqx.nn.inference_mode(rnode)` to "
-                "solve without penalties."
+    def __check_init__(self):
+        if not isinstance(self.model, AbstractContinuousModel):
+            raise TypeError(
+                f"{_OWNER}: `model` must be a continuous neurde model (a `neurde.NeuralODE`, "
+                f"`NeuralSDE`, or one wrapped by a transform), got an object of type "
+                f"{type(self.model).__name__}. Wrap a field first: "
+                "`RNODE(neurde.NeuralODE(field, t1=1.0))`."
             )
+        if find_wrapper(self.model, RNODE) is not None:
+            raise TypeError(
+                f"{_OWNER}: the model is already {describe(self.model)}, which integrates the "
+                "same penalties; apply RNODE once (choose its terms with `kinetic=` and "
+                "`jacobian=`)."
+            )
+        for name in ("kinetic", "jacobian"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(
+                    f"{_OWNER}: `{name}` must be True or False, got {getattr(self, name)!r}."
+                )
+        if self.estimator not in ("hutchinson", "exact"):
+            raise ValueError(
+                f"{_OWNER}: unknown `estimator={self.estimator!r}`. Choose 'hutchinson' (one "
+                "vector-Jacobian product per step, any size) or 'exact' (jax.jacfwd, small "
+                "states)."
+            )
+        if self.probe not in ("gaussian", "rademacher"):
+            raise ValueError(
+                f"{_OWNER}: unknown `probe={self.probe!r}`. Choose 'gaussian' or 'rademacher'."
+            )
+        if not (self.kinetic or self.jacobian):
+            raise ValueError(
+                f"{_OWNER}: `jacobian=False` and `kinetic=False` switch off both penalties. "
+                "Enable one, or use the wrapped model directly."
+            )
+
+    def _probe(self, y0: PyTree[Any], key: PRNGKeyArray | None) -> PyTree[Array] | None:
+        if not self.jacobian or self.estimator != "hutchinson":
+            return None
+        key = require_key(
+            _OWNER,
+            key,
+            "draw the Hutchinson probe (`estimator='hutchinson'`)",
+            "Alternatively use `estimator='exact'` (no randomness), or "
+            "`eqx.nn.inference_mode(rnode)` to solve without penalties.",
+        )
         leaves, treedef = jax.tree.flatten(y0)
-        keys = jr.split(key, len(leaves))
+        keys = jr.split(jr.fold_in(key, PROBE_KEY), len(leaves))
         sample = jr.rademacher if self.probe == "rademacher" else jr.normal
-        probes = [sample(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)]
+        probes = [
+            sample(k, jnp.shape(x), jnp.result_type(x, float))
+            for k, x in zip(keys, leaves, strict=True)
+        ]
         return jax.tree.unflatten(treedef, probes)
 
-    def solve(
+    def problem(
         self,
-        y0: PyTree[Float[ArrayLike, "..."]],
+        y0: PyTree[Any],
+        ts: Any,
         *,
-        args: Args = None,
-        key: PRNGKeyArray | None = None,
-    ) -> diffrax.Solution:
-        """Solve from `y0` and return the full `diffrax.Solution`.
-
-        In training mode `solution.ys` is an augmented state with attributes `y`, `kinetic`
-        and `jacobian`, each with a leading axis of length 1 (the save time `t1`); in
-        inference mode it is the wrapped model's solution. Use `stats(solution)` for the
-        number of function evaluations.
-        """
+        args: Args,
+        key: PRNGKeyArray | None,
+    ) -> Problem:
+        """The wrapped model's problem with the two penalties as extra outputs."""
+        inner = self.model.problem(y0, ts, args=args, key=key)
+        dtype = jnp.result_type(*jax.tree.leaves(y0), float)
+        zeros = {name: jnp.zeros((), dtype) for name in PENALTIES}
+        extras = {**inner.extras, **zeros}
         if self.inference:
-            return self.model.solve(y0, args=args)
-        model = self.model
-        start, end = resolve_interval(_OWNER, model.t0, model.t1, None, None, None)
-        y0 = check_state(_OWNER, y0)
-        check_field_output(_OWNER, "vector field", model.field, start, y0, args, want=y0)
-        dtype = jnp.result_type(*jax.tree.leaves(y0))
-        zero = jnp.zeros((), dtype)
-        state0 = _AugState(y0, zero, zero)
-        field = _AugmentedField(model.field, self._probe(y0, key), self.jacobian, self.kinetic)
-        # Same configuration as the wrapped model, except that step-size control sees y only.
-        controlled = eqx.tree_at(
-            lambda m: m.stepsize_controller,
-            model,
-            _state_only(model.controller()),
-            is_leaf=lambda x: x is None,
-        )
-        terms = diffrax.ODETerm(field)
-        return run_solve(_OWNER, controlled, terms, model.solver, start, end, state0, args, None)
+            # No integrands: the penalties keep their initial value, zero.
+            return dataclasses.replace(inner, extras=extras)
+        field = _plain(inner)
+        probe = self._probe(y0, key)
+        kinetic, jacobian, exact = self.kinetic, self.jacobian, self.estimator == "exact"
 
-    def __call__(
-        self,
-        y0: PyTree[Float[ArrayLike, "..."]],
-        *,
-        args: Args = None,
-        key: PRNGKeyArray | None = None,
-    ) -> tuple[PyTree[Float[Array, "..."]], dict[str, Float[Array, ""]]]:
-        """Solve from one (unbatched) initial state and integrate the penalties.
+        def augmented(t: Any, y: Any, args: Any) -> tuple[Any, dict[str, Array]]:
+            def f(y_):
+                return field(t, y_, args)
 
-        **Arguments:**
+            if jacobian and not exact:
+                # One reverse-mode product per evaluation, with the probe fixed along the solve
+                # (as in FFJORD/RNODE): E||e^T J||^2 = tr(J J^T) = ||J||_F^2 for E[e e^T] = I.
+                (dy, dextras), vjp = jax.vjp(f, y)
+                (e_jac,) = vjp((probe, jax.tree.map(jnp.zeros_like, dextras)))
+                jac = _sq_norm(e_jac)
+            elif jacobian:
 
-        - `y0`: the initial state at `t0`, any PyTree of floating arrays.
-        - `args`: passed to the field as its third argument.
-        - `key`: draws the Hutchinson probe; required in training mode with
-          `jacobian="hutchinson"`, ignored otherwise.
+                def f_aux(y_):
+                    # The output doubles as the auxiliary value, so f is traced once.
+                    out = f(y_)
+                    return out[0], out
 
-        **Returns:**
+                jac_tree, (dy, dextras) = jax.jacfwd(f_aux, has_aux=True)(y)
+                jac = _sq_norm(jac_tree)
+            else:
+                (dy, dextras), jac = f(y), zeros["jacobian"]
+            kin = _sq_norm(dy) if kinetic else zeros["kinetic"]
+            penalties = {"kinetic": kin.astype(dtype), "jacobian": jac.astype(dtype)}
+            return dy, {**dextras, **penalties}
 
-        `(y1, penalties)`: the state at `t1` (structure of `y0`) and a dict with scalars
-        `"kinetic"` and `"jacobian"` (zero when disabled or in inference mode).
-        """
-        if self.inference:
-            y1 = self.model(y0, args=args)
-            zero = jnp.zeros((), jnp.result_type(*jax.tree.leaves(y1)))
-            return y1, {"kinetic": zero, "jacobian": zero}
-        final = squeeze_final(self.solve(y0, args=args, key=key).ys)
-        return final.y, {"kinetic": final.kinetic, "jacobian": final.jacobian}
-
-    def stats(self, solution: diffrax.Solution) -> dict[str, Int[Array, ""]]:
-        """Number of function evaluations and steps of a solve made by `solve`.
-
-        An evaluation here is one of the augmented field: the field plus its vector-Jacobian
-        product (Hutchinson) or Jacobian (exact).
-        """
-        return self.model.stats(solution)
+        return dataclasses.replace(inner, extras=extras, augmented=augmented)
 
 
-def rnode(model: Any, **options: Any) -> Any:
-    """Wrap `model`'s `NeuralODE` (or the `NeuralODE` itself) in `RNODE(ode, **options)`.
+def rnode(model: Any, *, where: Where = None, **options: Any) -> Any:
+    """Wrap a continuous model in `RNODE(model, **options)`: kinetic and Jacobian penalties
+    as `solve(...).extras`.
 
-    The wrapped model then returns `(output, penalties)`: a module around it must pass the
-    penalties through to its loss.
+    `model` may also be a wrapper (a `neurde.Composed`, a `discrete.Classifier`), whose inner
+    model is regularized and whose `solve` passes the penalties through, or an AbstractModel
+    holding a model that `where` selects.
     """
-    return replace_model(
-        "neurde.noise.rnode", model, lambda ode: RNODE(ode, **options), (NeuralODE,), "a NeuralODE"
+    return apply(
+        "neurde.noise.rnode",
+        model,
+        where,
+        continuous=lambda m: RNODE(m, **options),
+        discrete="RNODE integrates penalties along a continuous solve, and a discrete stack "
+        "takes fixed blocks; regularize its blocks' weights in the loss instead.",
+        extras=True,
     )
-
-
-__all__ = ["RNODE", "rnode"]

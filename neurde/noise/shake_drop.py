@@ -16,15 +16,16 @@ import jax.random as jr
 from jaxtyping import Array, PRNGKeyArray
 
 from .base import AbstractBranchRegularizer, check_probability, linear_survival, straight_through
-from .transform import regularize
+from .stochastic_euler import Form
+from .transform import Where, regularize
 
 
 class ShakeDrop(AbstractBranchRegularizer):
-    r"""ShakeDrop with survival falling linearly to `p_last` and the paper's ranges.
+    r"""ShakeDrop with survival falling linearly to `survival_last` and the paper's ranges.
 
     **Arguments:**
 
-    - `p_last`: the last block's $p_L$ in (0, 1) (paper: 0.5).
+    - `survival_last`: the last block's $p_L$ in (0, 1) (paper: 0.5).
     - `alpha`: forward range $(\alpha_0, \alpha_1)$ (paper: (-1, 1)).
     - `beta`: backward range $(\beta_0, \beta_1)$ (paper: (0, 1)).
 
@@ -32,12 +33,14 @@ class ShakeDrop(AbstractBranchRegularizer):
     Learning", IEEE Access 2019 (Eq. 6 and Section 4.1).
     """
 
-    p_last: float = eqx.field(static=True, default=0.5)
+    survival_last: float = eqx.field(static=True, default=0.5)
     alpha: tuple[float, float] = eqx.field(static=True, default=(-1.0, 1.0))
     beta: tuple[float, float] = eqx.field(static=True, default=(0.0, 1.0))
 
     def __check_init__(self):
-        check_probability("ShakeDrop", "p_last", self.p_last, "the last block's survival")
+        check_probability(
+            "ShakeDrop", "survival_last", self.survival_last, "the last block's survival"
+        )
         for name in ("alpha", "beta"):
             lo, hi = getattr(self, name)
             if not lo < hi:
@@ -47,7 +50,7 @@ class ShakeDrop(AbstractBranchRegularizer):
                 )
 
     def _moments(self, n: Array, depth: int) -> tuple[Array, Array]:
-        p = linear_survival(n, depth, self.p_last)
+        p = linear_survival(n, depth, self.survival_last)
         lo, hi = self.alpha
         mean_a, mean_a2 = (lo + hi) / 2, (lo * lo + lo * hi + hi * hi) / 3
         mean = p + (1 - p) * mean_a
@@ -57,7 +60,7 @@ class ShakeDrop(AbstractBranchRegularizer):
     def sample(self, key: PRNGKeyArray, n: Array, depth: int, fs: tuple[Array, ...]) -> Array:
         (f,) = fs
         kb, ka, kc = jr.split(key, 3)
-        b = jr.bernoulli(kb, linear_survival(n, depth, self.p_last)).astype(f.dtype)
+        b = jr.bernoulli(kb, linear_survival(n, depth, self.survival_last)).astype(f.dtype)
         a = jr.uniform(ka, dtype=f.dtype, minval=self.alpha[0], maxval=self.alpha[1])
         c = jr.uniform(kc, dtype=f.dtype, minval=self.beta[0], maxval=self.beta[1])
         return straight_through((b + a - b * a) * f, (b + c - b * c) * f)
@@ -69,6 +72,14 @@ class ShakeDrop(AbstractBranchRegularizer):
         return jnp.sqrt(self._moments(n, depth)[1]).astype(fs[0].dtype) * fs[0]
 
 
-def shake_drop(model: Any, p_last: float = 0.5, *, form: str = "discrete", **kwargs: Any) -> Any:
-    """ShakeDrop on every block of an Euler stack; `kwargs` are `alpha`, `beta`."""
-    return regularize(model, ShakeDrop(p_last, **kwargs), form=form)
+def shake_drop(
+    model: Any,
+    survival_last: float = 0.5,
+    *,
+    form: Form = "discrete",
+    where: Where = None,
+    **kwargs: Any,
+) -> Any:
+    """ShakeDrop on every block of an Euler stack; `kwargs` are `alpha`, `beta`; `form` and
+    `where` as for `neurde.noise.regularize`."""
+    return regularize(model, ShakeDrop(survival_last, **kwargs), form=form, where=where)

@@ -10,34 +10,11 @@ from typing import Any, ClassVar
 
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, PRNGKeyArray, PyTree
+from jaxtyping import Array, PRNGKeyArray
 
-from ..fields import AbstractField, as_field
 from .base import AbstractBranchRegularizer, straight_through
-from .transform import regularize
-
-
-class Branches(AbstractField):
-    r"""A residual block of two fields, $f^1$ and $f^2$, for Shake-Shake.
-
-    As an ordinary field it returns the mean $(f^1 + f^2)/2$ (Shake-Shake's test-time
-    block), so a stack of `Branches` is an ordinary ResNet until `shake_shake` is applied.
-    """
-
-    first: AbstractField
-    second: AbstractField
-
-    def __init__(self, first: Any, second: Any):
-        self.first = as_field(first)
-        self.second = as_field(second)
-
-    def branches(self, t: Any, y: PyTree[Array], args: Any) -> tuple[Array, Array]:
-        """Both branch values."""
-        return self.first(t, y, args), self.second(t, y, args)
-
-    def __call__(self, t: Any, y: PyTree[Array], args: Any) -> Array:
-        f1, f2 = self.branches(t, y, args)
-        return (f1 + f2) / 2
+from .stochastic_euler import Form
+from .transform import Where, regularize
 
 
 class ShakeShake(AbstractBranchRegularizer):
@@ -66,9 +43,7 @@ class ShakeShake(AbstractBranchRegularizer):
         return jnp.sqrt(1.0 / 12.0) * (fs[0] - fs[1])
 
 
-def shake_shake(model: Any, *, form: str = "discrete") -> Any:
-    """Shake-Shake on an Euler stack of `Branches` blocks."""
-    return regularize(model, ShakeShake(), form=form)
-
-
-__all__ = ["Branches", "ShakeShake", "shake_shake"]
+def shake_shake(model: Any, *, form: Form = "discrete", where: Where = None) -> Any:
+    """Shake-Shake on an Euler stack of `Branches` blocks; `form` and `where` as for
+    `neurde.noise.regularize`."""
+    return regularize(model, ShakeShake(), form=form, where=where)

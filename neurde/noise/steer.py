@@ -1,35 +1,28 @@
-"""STEER: train a neural ODE to a random end time $T' \\sim U(T - b, T + b)$."""
+r"""STEER: integrate a continuous model to a random end time $T' \sim U(T - b, T + b)$."""
 
+import dataclasses
 import numbers
 from typing import Any
 
-import diffrax
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from .._types import Args
-from ..ode import NeuralODE
-from .transform import replace_model
+from .._validation import require_key
+from ..model import END_TIME_KEY, AbstractContinuousModel, AbstractContinuousWrapper
+from ..problem import Problem
+from .transform import Where, apply, describe, find_wrapper
 
 _OWNER = "STEER"
 
 
-def _check_no_ts(ts: Any) -> None:
-    if ts is not None:
-        raise ValueError(
-            f"{_OWNER}: got save times `ts`, but STEER perturbs only the end time, so it "
-            "returns y(T') alone and `ts` must be None. For a trajectory at fixed times, call "
-            "the wrapped model: `steer.model(y0, ts)`."
-        )
+class STEER(AbstractContinuousWrapper):
+    r"""Stochastic end-time regularization (STEER) of a continuous model.
 
-
-class STEER(eqx.Module):
-    r"""Stochastic end-time regularization (STEER) of a `neurde.NeuralODE`.
-
-    In training mode every call integrates $\dot y = f_\theta(t, y)$ from $t_0$ to a random
-    end time
+    In training mode every call integrates the wrapped model's problem from $t_0$ to a
+    random end time
 
     $$T' \sim U(T - b,\ T + b), \qquad t_0 < T - b,$$
 
@@ -38,15 +31,20 @@ class STEER(eqx.Module):
     report that the perturbed horizon makes the learned dynamics simpler, so adaptive solvers
     take fewer steps, without changing the model that is evaluated.
 
-    One $T'$ is drawn per call from its `key`. Under `jax.vmap` with one key per example
-    (`jax.vmap(lambda x, k: steer(x, key=k))`) each example gets its own $T'$; to draw one
-    $T'$ per minibatch, as a batched solve in Ghosh et al.'s setting does, pass the same key
-    to every example
-    (`jax.vmap(lambda x: steer(x, key=k))`). Both are unbiased perturbations of the horizon.
+    The wrapped model can be any continuous model: a `NeuralODE`, a `NeuralSDE`, or one
+    wrapped by another transform. Over a noisy model (`noise.additive(...)`, in either
+    order) the SDE is integrated to $T'$ (its Brownian motion is sampled on
+    $[t_0, T + b]$); over RNODE the penalties are integrated over $[t_0, T']$.
+
+    One $T'$ is drawn per call from `jr.fold_in(key, 1)` (the Brownian motion of a noisy
+    model uses `key` itself, so the two are independent and do not depend on the order of the
+    transforms). Under `jax.vmap` with one key per example each example gets its own $T'$;
+    to draw one $T'$ per minibatch, as a batched solve in Ghosh et al.'s setting does, pass
+    the same key to every example. Both are unbiased perturbations of the horizon.
 
     **Arguments:**
 
-    - `model`: the `neurde.NeuralODE` to perturb; its `t1` must be set.
+    - `model`: the continuous model to perturb; its `t1` must be set.
     - `b`: half-width of the end-time interval, `0 < b < t1 - t0` so that $T' > t_0$.
       A hyperparameter, tuned per task in Ghosh et al.
     - `inference`: integrate to `t1` exactly (no key needed).
@@ -55,103 +53,95 @@ class STEER(eqx.Module):
     Regularization For Neural ODEs", NeurIPS 2020.
     """
 
-    model: NeuralODE
+    model: AbstractContinuousModel
     b: float = eqx.field(static=True)
     inference: bool = False
 
-    def __init__(self, model: NeuralODE, b: float, *, inference: bool = False):
-        if not isinstance(model, NeuralODE):
-            raise TypeError(
-                f"{_OWNER}: `model` must be a `neurde.NeuralODE`, got an object of type "
-                f"{type(model).__name__}. Wrap a field first: "
-                "`STEER(neurde.NeuralODE(field, t1=1.0), b=0.5)`."
-            )
-        if model.t1 is None:
-            raise ValueError(
-                f"{_OWNER}: the wrapped NeuralODE has no end time (`t1=None`), and STEER "
-                "perturbs the end time. Build it with one, e.g. `NeuralODE(field, t1=1.0)`."
-            )
-        length = model.t1 - model.t0
+    def __init__(self, model: AbstractContinuousModel, b: float, *, inference: bool = False):
         if isinstance(b, bool) or not isinstance(b, numbers.Real):
             raise TypeError(f"{_OWNER}: `b` must be a Python float, got {type(b).__name__}.")
-        if not 0 < b < length:
-            raise ValueError(
-                f"{_OWNER}: `b` must satisfy 0 < b < t1 - t0 = {length} so that the end time "
-                f"T' ~ U(t1 - b, t1 + b) stays after t0 = {model.t0}; got b={b!r}. Try "
-                f"b={0.5 * length}."
-            )
         self.model = model
         self.b = float(b)
         self.inference = inference
 
+    def __check_init__(self):
+        if not isinstance(self.model, AbstractContinuousModel):
+            raise TypeError(
+                f"{_OWNER}: `model` must be a continuous neurde model (a `neurde.NeuralODE`, "
+                f"`NeuralSDE`, or one wrapped by a transform), got an object of type "
+                f"{type(self.model).__name__}. Wrap a field first: "
+                "`STEER(neurde.NeuralODE(field, t1=1.0), b=0.5)`."
+            )
+        if find_wrapper(self.model, STEER) is not None:
+            raise TypeError(
+                f"{_OWNER}: the model is already {describe(self.model)}, which draws its own "
+                "end time; a second STEER would overwrite it. Apply STEER once."
+            )
+        t0, t1 = self.model.t0, self.model.t1
+        if t1 is None:
+            raise ValueError(
+                f"{_OWNER}: the wrapped model has no end time (`t1=None`), and STEER "
+                "perturbs the end time. Build it with one, e.g. `NeuralODE(field, t1=1.0)`."
+            )
+        length = t1 - t0
+        if not 0 < self.b < length:
+            raise ValueError(
+                f"{_OWNER}: `b` must satisfy 0 < b < t1 - t0 = {length} so that the end time "
+                f"T' ~ U(t1 - b, t1 + b) stays after t0 = {t0}; got b={self.b!r}. Try "
+                f"b={0.5 * length}."
+            )
+
     def end_time(self, key: PRNGKeyArray | None = None) -> Float[Array, ""]:
-        """The end time of one call: $T' \\sim U(T - b, T + b)$, or $T$ in inference mode."""
+        """The end time of a call with this `key`: $T' \\sim U(T - b, T + b)$, or $T$ in
+        inference mode."""
         t1 = self.model.t1
-        assert t1 is not None  # checked in __init__
+        assert t1 is not None  # checked at construction
         if self.inference:
             return jnp.asarray(t1, dtype=float)
-        if key is None:
+        key = require_key(
+            _OWNER,
+            key,
+            "draw the end time",
+            "To integrate to the fixed end time instead, use `eqx.nn.inference_mode(steer)` "
+            "(or `STEER(..., inference=True)`).",
+        )
+        end_key = jr.fold_in(key, END_TIME_KEY)
+        return jr.uniform(end_key, (), minval=t1 - self.b, maxval=t1 + self.b)
+
+    def problem(
+        self,
+        y0: PyTree[Any],
+        ts: Any,
+        *,
+        args: Args,
+        key: PRNGKeyArray | None,
+    ) -> Problem:
+        """The wrapped model's problem with the end time $T'$ of this call."""
+        if ts is not None:
             raise ValueError(
-                f"{_OWNER}: a `key` is needed in training mode to draw the end time: call "
-                "`steer(y0, key=jr.key(0))`. To integrate to the fixed end time instead, use "
-                "`eqx.nn.inference_mode(steer)` (or `STEER(..., inference=True)`)."
+                f"{_OWNER}: got save times `ts`, but STEER perturbs only the end time, so it "
+                "returns y(T') alone and `ts` must be None. For a trajectory at fixed times, "
+                "call the wrapped model: `steer.model(y0, ts)`."
             )
-        return jr.uniform(key, (), minval=t1 - self.b, maxval=t1 + self.b)
-
-    def _call_end_time(self, key: PRNGKeyArray | None) -> Float[Array, ""] | None:
-        # None in inference mode: the wrapped model then runs exactly as it would alone.
-        return None if self.inference else self.end_time(key)
-
-    def solve(
-        self,
-        y0: PyTree[Float[ArrayLike, "..."]],
-        ts: None = None,
-        *,
-        args: Args = None,
-        key: PRNGKeyArray | None = None,
-    ) -> diffrax.Solution:
-        """Solve to the end time of this call and return the full `diffrax.Solution`.
-
-        Arguments are as for `__call__`; use `stats(solution)` for the number of function
-        evaluations.
-        """
-        _check_no_ts(ts)
-        return self.model.solve(y0, args=args, t1=self._call_end_time(key))
-
-    def __call__(
-        self,
-        y0: PyTree[Float[ArrayLike, "..."]],
-        ts: None = None,
-        *,
-        args: Args = None,
-        key: PRNGKeyArray | None = None,
-    ) -> PyTree[Float[Array, "..."]]:
-        """Solve from one (unbatched) initial state to $T'$ (training) or $T$ (inference).
-
-        **Arguments:**
-
-        - `y0`: the initial state at `t0`, any PyTree of floating arrays.
-        - `ts`: must be None (accepted so STEER shares `NeuralODE`'s signature).
-        - `args`: passed to the field as its third argument.
-        - `key`: draws the end time; required in training mode, ignored in inference mode.
-
-        **Returns:**
-
-        The state at the end time, with the structure of `y0`.
-        """
-        _check_no_ts(ts)
-        return self.model(y0, args=args, t1=self._call_end_time(key))
-
-    def stats(self, solution: diffrax.Solution) -> dict[str, Int[Array, ""]]:
-        """Number of function evaluations and steps of a solve made by `solve`."""
-        return self.model.stats(solution)
+        inner = self.model.problem(y0, None, args=args, key=key)
+        if self.inference:
+            return inner
+        t1 = self.end_time(key).astype(jnp.result_type(inner.t1, float))
+        return dataclasses.replace(inner, t1=t1, brownian_t1=float(inner.t1) + self.b)
 
 
-def steer(model: Any, b: float) -> Any:
-    """Wrap `model`'s `NeuralODE` (or the `NeuralODE` itself) in `STEER(ode, b)`."""
-    return replace_model(
-        "neurde.noise.steer", model, lambda ode: STEER(ode, b), (NeuralODE,), "a NeuralODE"
+def steer(model: Any, b: float, *, where: Where = None) -> Any:
+    """Wrap a continuous model in `STEER(model, b)` (random end time $T' \\sim U(T \\pm b)$).
+
+    `model` may also be a wrapper (a `neurde.Composed`, a `noise.MonteCarlo`), whose inner
+    model is wrapped, or any module when `where` selects the model inside it (e.g.
+    `where=lambda m: m.ode`).
+    """
+    return apply(
+        "neurde.noise.steer",
+        model,
+        where,
+        continuous=lambda m: STEER(m, b),
+        discrete="STEER perturbs the end time of a continuous solve, and a discrete stack has "
+        "a fixed depth; randomise its blocks with `stochastic_depth` instead.",
     )
-
-
-__all__ = ["STEER", "steer"]

@@ -14,27 +14,30 @@ import jax.random as jr
 from jaxtyping import Array, PRNGKeyArray
 
 from .base import AbstractBranchRegularizer, check_probability, linear_survival
-from .transform import regularize
+from .stochastic_euler import Form
+from .transform import Where, regularize
 
 
 class StochasticDepth(AbstractBranchRegularizer):
-    r"""Drop whole residual blocks; survival falls linearly to `p_last` at the last block.
+    r"""Drop whole residual blocks; survival falls linearly to `survival_last` at the last block.
 
-    **Arguments:** `p_last`, the last block's survival probability $p_L$ in (0, 1)
+    **Arguments:** `survival_last`, the last block's survival probability $p_L$ in (0, 1)
     (Huang et al. use 0.5).
 
     Reference: Huang, Sun, Liu, Sedra, Weinberger, "Deep Networks with Stochastic Depth",
     ECCV 2016 (Eq. 4 for the linear decay).
     """
 
-    p_last: float = eqx.field(static=True, default=0.5)
+    survival_last: float = eqx.field(static=True, default=0.5)
 
     def __check_init__(self):
-        check_probability("StochasticDepth", "p_last", self.p_last, "the last block's survival")
+        check_probability(
+            "StochasticDepth", "survival_last", self.survival_last, "the last block's survival"
+        )
 
     def survival(self, n: Array, depth: int) -> Array:
         """$p_l$ of block `n` (counting from 0)."""
-        return linear_survival(n, depth, self.p_last)
+        return linear_survival(n, depth, self.survival_last)
 
     def sample(self, key: PRNGKeyArray, n: Array, depth: int, fs: tuple[Array, ...]) -> Array:
         (f,) = fs
@@ -49,6 +52,9 @@ class StochasticDepth(AbstractBranchRegularizer):
         return jnp.sqrt(p * (1 - p)) * fs[0]
 
 
-def stochastic_depth(model: Any, p_last: float = 0.5, *, form: str = "discrete") -> Any:
-    """Stochastic depth on every block of an Euler stack (linear decay to `p_last`)."""
-    return regularize(model, StochasticDepth(p_last), form=form)
+def stochastic_depth(
+    model: Any, survival_last: float = 0.5, *, form: Form = "discrete", where: Where = None
+) -> Any:
+    """Stochastic depth on every block of an Euler stack (linear decay of the survival
+    probability to `survival_last`); `form` and `where` as for `neurde.noise.regularize`."""
+    return regularize(model, StochasticDepth(survival_last), form=form, where=where)

@@ -1,66 +1,172 @@
-"""Apply a regularizer to a model: the dispatch behind every `neurde.noise` transform.
+"""How a `neurde.noise` transform finds the model it acts on, and what it does to each kind.
 
-A transform accepts the model it acts on (a `NeuralODE`, `NeuralSDE` or a
-`discrete.ResidualStack`, or a model already transformed), or any Equinox module that
-contains exactly one of them (a classifier, say), in which case that one is replaced and the
-rest of the module is kept.
+Every transform (`additive`, `steer`, `stochastic_depth`, ...) is applied by `apply`:
+
+- with `where=` (a function selecting a model inside `model`, as in `eqx.tree_at`), the
+  transform is applied to `where(model)` and the result put back in its place;
+- to a continuous model (`neurde.AbstractContinuousModel`, wrapped or not), the transform
+  wraps it;
+- to a `discrete.ResidualStack`, the transform randomises its scheme (`StochasticEuler`);
+- to a wrapper (`neurde.AbstractWrapper`: `neurde.Composed`, `discrete.Classifier`,
+  `MonteCarlo`), the transform is applied to the model it holds;
+- anything else is a `TypeError` that asks for `where=`.
+
+A transform with no meaning for a kind of model (STEER on a discrete stack, a branch
+regularizer on an ODE, a second random end time) raises a `TypeError` at construction that
+names what the model already is and why.
 """
 
-from typing import Any, Literal
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Literal, TypeAlias
 
 import diffrax
 import equinox as eqx
-import jax
 
-from ..discrete import ResidualStack
-from ..ode import NeuralODE
-from ..sde import NeuralSDE
+from .._config import BrownianKind
+from ..discrete import Euler, ResidualStack
+from ..model import (
+    AbstractContinuousModel,
+    AbstractModel,
+    AbstractWrapper,
+    wrapped_models,
+)
 from .base import AbstractBranchRegularizer, AbstractNoise
-from .continuous import NoisyODE
-from .residual import NoisyStack
+from .branches import Branches
+from .noisy import NoisyModel
+from .stochastic_euler import Form, StochasticEuler
 
-_CONTINUOUS = (NeuralODE, NeuralSDE, NoisyODE)
-_DISCRETE = (ResidualStack, NoisyStack)
-_TARGETS = _CONTINUOUS + _DISCRETE
-
-
-def _is_target(x: Any) -> bool:
-    return isinstance(x, _TARGETS)
+Where: TypeAlias = Callable[[Any], Any] | None
+Action: TypeAlias = Callable[[Any], Any] | str
 
 
-def replace_model(
+def describe(model: Any) -> str:
+    """A short description of a model and the transforms already applied to it."""
+    if isinstance(model, ResidualStack):
+        scheme = model.scheme
+        if isinstance(scheme, StochasticEuler):
+            parts = [type(noise).__name__ for noise in scheme.noises]
+            parts += [] if scheme.branch is None else [type(scheme.branch).__name__]
+            return f"a ResidualStack randomised by {' and '.join(parts) or 'StochasticEuler'}"
+        return f"a ResidualStack with scheme {type(scheme).__name__}"
+    names = [type(m).__name__ for m in wrapped_models(model)]
+    return "(".join(names) + ")" * (len(names) - 1)
+
+
+def find_wrapper(model: Any, cls: type) -> Any:
+    """The first model of type `cls` in `model`'s chain of wrapped models, or `None`."""
+    for inner in wrapped_models(model):
+        if isinstance(inner, cls):
+            return inner
+    return None
+
+
+def _act(owner: str, action: Action, model: Any) -> Any:
+    if isinstance(action, str):
+        raise TypeError(f"{owner} cannot be applied to {describe(model)}: {action}")
+    return action(model)
+
+
+def apply(
     owner: str,
     model: Any,
-    apply: Any,
-    kinds: tuple[type, ...] = _TARGETS,
-    description: str = "a NeuralODE, a NeuralSDE or a discrete.ResidualStack",
+    where: Where,
+    *,
+    continuous: Action,
+    discrete: Action,
+    extras: bool = False,
 ) -> Any:
-    """`apply(model)` if `model` is one of `kinds`; otherwise apply it to the one such model
-    inside the Equinox module `model` and return the module with it replaced."""
+    """Apply a transform to `model` (see the module docstring for the rules).
 
-    def is_kind(x: Any) -> bool:
-        return isinstance(x, kinds)
-
-    if is_kind(model):
-        return apply(model)
-    found = []
-    if isinstance(model, eqx.Module):
-        found = [x for x in jax.tree.leaves(model, is_leaf=is_kind) if is_kind(x)]
-    if len(found) == 1:
-        return eqx.tree_at(
-            lambda m: [x for x in jax.tree.leaves(m, is_leaf=is_kind) if is_kind(x)],
-            model,
-            [apply(found[0])],
-        )
-    if found:
-        raise TypeError(
-            f"{owner}: {type(model).__name__} contains {len(found)} models ({description}); "
-            "apply the transform to the one you mean, e.g. with `eqx.tree_at`."
-        )
+    `continuous` and `discrete` are what the transform does to each kind of model, or the
+    reason it cannot. `extras=True` marks transforms that add extra outputs, which only
+    reach a loss through a chain of `neurde.AbstractModel`s.
+    """
+    if where is not None:
+        return _apply_where(owner, model, where, continuous, discrete, extras)
+    if isinstance(model, AbstractContinuousModel):
+        return _act(owner, continuous, model)
+    if isinstance(model, ResidualStack):
+        return _act(owner, discrete, model)
+    if isinstance(model, AbstractWrapper):
+        inner = apply(owner, model.model, None, continuous=continuous, discrete=discrete)
+        return eqx.tree_at(lambda m: m.model, model, inner)
     raise TypeError(
-        f"{owner}: expected a model ({description}, or an Equinox module containing exactly "
-        f"one), got {type(model).__name__}."
+        f"{owner}: expected a neurde model (a NeuralODE, a NeuralSDE, a "
+        "discrete.ResidualStack, or a model around one such as a discrete.Classifier), got "
+        f"{type(model).__name__}. For a module that holds a model, say which one with "
+        "`where=`, e.g. `where=lambda m: m.ode`."
     )
+
+
+def _apply_where(
+    owner: str, model: Any, where: Any, continuous: Action, discrete: Action, extras: bool
+) -> Any:
+    if not callable(where):
+        raise TypeError(
+            f"{owner}: `where` must be a function selecting the model inside `model`, e.g. "
+            f"`where=lambda m: m.ode`; got {type(where).__name__}."
+        )
+    try:
+        target = where(model)
+    except Exception as e:
+        raise TypeError(
+            f"{owner}: `where` could not select a model inside {type(model).__name__}: "
+            f"{type(e).__name__}: {e}"
+        ) from e
+    if not isinstance(target, AbstractModel):
+        raise TypeError(
+            f"{owner}: `where` must select a neurde model inside {type(model).__name__}, got "
+            f"{type(target).__name__}."
+        )
+    if extras and not isinstance(model, AbstractModel):
+        raise TypeError(
+            f"{owner}: the transform adds extra outputs (`solve(...).extras`), but "
+            f"{type(model).__name__} is not a neurde.AbstractModel, so calling it would drop "
+            "them. Build the outer module as a `neurde.Composed(encoder, model, decoder)`, or "
+            "make it an AbstractModel whose `solve` passes `extras` through (see "
+            "`neurde.model`), or apply the transform to the inner model before building the "
+            "module and call its `solve` yourself."
+        )
+    new = apply(owner, target, None, continuous=continuous, discrete=discrete)
+    return eqx.tree_at(where, model, new)
+
+
+def _randomise(
+    owner: str,
+    stack: ResidualStack,
+    noises: tuple[AbstractNoise, ...] = (),
+    branch: AbstractBranchRegularizer | None = None,
+    form: Form = "discrete",
+) -> ResidualStack:
+    """`stack` with its Euler scheme made a `StochasticEuler` with `noises` and `branch`."""
+    scheme = stack.scheme
+    if isinstance(scheme, Euler):
+        scheme = StochasticEuler(stack.depth)
+    elif not isinstance(scheme, StochasticEuler):
+        raise TypeError(
+            f"{owner}: noise on a discrete net is an Euler–Maruyama step per block, so it "
+            f"needs a ResNet stack (scheme Euler()); got {type(scheme).__name__}. Build the "
+            "stack with `neurde.discrete.Euler()`."
+        )
+    if branch is not None:
+        if scheme.branch is not None:
+            raise TypeError(
+                f"{owner}: the stack's residual branches are already randomised by "
+                f"{type(scheme.branch).__name__}, and {type(branch).__name__} would be a "
+                "second random multiplier of the same branch, whose SDE form is neither "
+                "regularizer's. Use one branch regularizer per stack (noises can be added "
+                "freely)."
+            )
+        if branch.branches == 2 and not isinstance(stack.blocks, Branches):
+            raise TypeError(
+                f"{owner}: {type(branch).__name__} mixes two residual branches, so every block "
+                "must be a `neurde.noise.Branches(f1, f2)`; got blocks of type "
+                f"{type(stack.blocks).__name__}."
+            )
+        scheme = dataclasses.replace(scheme, branch=branch, form=form)
+    scheme = dataclasses.replace(scheme, noises=scheme.noises + noises)
+    return eqx.tree_at(lambda s: s.scheme, stack, scheme)
 
 
 def inject(
@@ -68,14 +174,17 @@ def inject(
     *noises: AbstractNoise,
     solver: diffrax.AbstractSolver | None = None,
     dt0: float | None = None,
-    brownian: Literal["tree", "grid"] | None = None,
+    brownian: BrownianKind | None = None,
+    where: Where = None,
 ) -> Any:
     r"""Add Gaussian noises to `model`'s dynamics; the transform behind `additive` & co.
 
-    - On a `NeuralODE` or `NeuralSDE`: a `NoisyODE`, solved as an SDE (`solver`, `dt0`,
-      `brownian` as there). Applied again, the noises accumulate in one diffusion.
-    - On an Euler `ResidualStack`: a `NoisyStack`, adding $\sqrt{h}\,g \odot \xi$ per block.
-    - On a module containing one of these: that one is transformed.
+    - On a continuous model (wrapped or not): a `NoisyModel`, solved as an SDE (`solver`,
+      `dt0`, `brownian` as there). Applied again, the noises accumulate in one diffusion.
+    - On an Euler `ResidualStack`: its scheme becomes a `StochasticEuler` adding
+      $\sqrt{h}\,g \odot \xi$ per block.
+    - On a wrapper (`Composed`, `Classifier`, `MonteCarlo`), or with `where=`: the model
+      inside (see `neurde.noise.apply`).
     """
     owner = "neurde.noise.inject"
     for noise in noises:
@@ -85,58 +194,44 @@ def inject(
                 f"Multiplicative, DropoutDiffusion), got {type(noise).__name__}."
             )
     options = {"solver": solver, "dt0": dt0, "brownian": brownian}
-    given = {k: v for k, v in options.items() if v is not None}
+    given = sorted(k for k, v in options.items() if v is not None)
 
-    def apply(target: Any) -> Any:
-        if isinstance(target, NoisyODE):
-            merged = {
-                "solver": target.solver, "dt0": target.dt0, "brownian": target.brownian,
-                **given,
-            }  # fmt: skip
-            return NoisyODE(
-                target.model, target.noises + noises, inference=target.inference, **merged
-            )
-        if isinstance(target, NeuralODE | NeuralSDE):
-            return NoisyODE(target, noises, **given)
+    def continuous(target: Any) -> Any:
+        return NoisyModel(target, noises, solver=solver, dt0=dt0, brownian=brownian)
+
+    def discrete(stack: ResidualStack) -> Any:
         if given:
             raise ValueError(
-                f"{owner}: {sorted(given)} apply to continuous models only; a discrete stack "
-                "takes one Euler–Maruyama step per block of size h."
+                f"{owner}: {given} apply to continuous models only; a discrete stack takes "
+                "one Euler–Maruyama step per block of size h."
             )
-        if isinstance(target, NoisyStack):
-            return eqx.tree_at(lambda s: s.noises, target, target.noises + noises)
-        return NoisyStack(target, noises)
+        return _randomise(owner, stack, noises=noises)
 
-    return replace_model(owner, model, apply)
+    return apply(owner, model, where, continuous=continuous, discrete=discrete)
 
 
 def regularize(
-    model: Any, branch: AbstractBranchRegularizer, *, form: Literal["discrete", "sde"] | str
+    model: Any,
+    branch: AbstractBranchRegularizer,
+    *,
+    form: Literal["discrete", "sde"] = "discrete",
+    where: Where = None,
 ) -> Any:
-    """Randomise every residual branch of an Euler stack with `branch` (discrete or SDE form)."""
+    """Randomise every residual branch of an Euler stack with `branch` (discrete or SDE form).
+
+    The transform behind `residual_dropout`, `stochastic_depth`, `shake_shake` and
+    `shake_drop`; `model` is found as for every transform (see `neurde.noise.apply`).
+    """
     name = type(branch).__name__
     owner = f"neurde.noise ({name})"
     if form not in ("discrete", "sde"):
         raise ValueError(f"{owner}: `form` must be 'discrete' or 'sde', got {form!r}.")
-
-    def apply(target: Any) -> Any:
-        if isinstance(target, _CONTINUOUS):
-            raise TypeError(
-                f"{owner}: {name} randomises the residual branches of a discrete net (a "
-                f"ResidualStack with scheme Euler), got a {type(target).__name__}. For "
-                "continuous models inject noise instead: `neurde.noise.dropout_diffusion`, "
-                "`additive` or `multiplicative`."
-            )
-        if isinstance(target, NoisyStack):
-            if target.branch is not None:
-                raise ValueError(
-                    f"{owner}: the stack already has {type(target.branch).__name__}; one "
-                    "branch regularizer per stack (noises can be added freely)."
-                )
-            return NoisyStack(target.stack, target.noises, branch, form, target.inference)
-        return NoisyStack(target, (), branch, form)  # pyright: ignore[reportArgumentType]
-
-    return replace_model(owner, model, apply)
-
-
-__all__ = ["inject", "regularize"]
+    return apply(
+        owner,
+        model,
+        where,
+        continuous=f"{name} randomises the residual branches of a discrete net (a "
+        "ResidualStack with scheme Euler). For continuous models inject noise instead: "
+        "`neurde.noise.dropout_diffusion`, `additive` or `multiplicative`.",
+        discrete=lambda stack: _randomise(owner, stack, branch=branch, form=form),
+    )

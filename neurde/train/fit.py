@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
@@ -12,7 +13,6 @@ import jax.random as jr
 import numpy as np
 import optax
 from jaxtyping import PRNGKeyArray
-from tqdm.auto import tqdm
 
 from ..data.batching import minibatches
 from .ensemble import ensemble_init_optimizer, make_ensemble_step
@@ -95,6 +95,23 @@ def _as_iterator(data: Any, batch_size: int | None, key: PRNGKeyArray) -> Iterat
     return _batches(data, batch_size, key)
 
 
+def _progress_bar(steps: int, enabled: bool) -> Any:
+    """A tqdm bar over the steps; sparse when stderr is not a terminal (a log file)."""
+    from tqdm.auto import tqdm  # imported here so `import neurde` does not load it
+
+    # Redirected to a file, every refresh is kept as text: refresh every 30 s instead of
+    # 10 times a second, so a log holds a few lines per minute rather than hundreds.
+    interactive = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    return tqdm(
+        range(steps),
+        disable=not enabled,
+        desc="fit",
+        dynamic_ncols=interactive,
+        mininterval=0.1 if interactive else 30.0,
+        ascii=not interactive,
+    )
+
+
 def _record(history: History, loss: Any, aux: dict, seconds: float) -> None:
     history.loss.append(loss)
     history.time.append(seconds)
@@ -140,7 +157,8 @@ def fit(
     - `ensemble`: train every member of a stacked ensemble in one vmapped step.
     - `callback`: `callback(step, model)`, called every `eval_every` steps and after the
       last; its return value is stored in `history.evals`.
-    - `progress`: show a tqdm progress bar.
+    - `progress`: show a tqdm progress bar (refreshed every 30 s when stderr is not a
+      terminal, so logs stay short).
 
     **Returns:**
 
@@ -158,7 +176,7 @@ def fit(
     data_key, step_key = jr.split(key)
     batches = _as_iterator(data, batch_size, data_key)
     history = History()
-    bar = tqdm(range(steps), disable=not progress, desc="fit", dynamic_ncols=True)
+    bar = _progress_bar(steps, progress)
     for i in bar:
         try:
             batch = next(batches)
@@ -199,10 +217,8 @@ def fit(
             postfix = {"loss": f"{float(np.mean(loss)):.4g}"}
             if "nfe" in aux:
                 postfix["nfe"] = f"{float(jnp.mean(aux['nfe'])):.0f}"
-            bar.set_postfix(postfix)
+            bar.set_postfix(postfix, refresh=False)
         if callback is not None and ((i + 1) % eval_every == 0 or i + 1 == steps):
             history.evals.append((i + 1, callback(i + 1, model)))
     return FitResult(model, opt_state, history)
 
-
-__all__ = ["FitResult", "History", "NonFiniteLossError", "TrainingError", "fit"]

@@ -100,7 +100,9 @@ def test_architecture_lists_partition_by_input_kind():
 
 
 def test_lm_coefficients_must_match_depth():
-    with pytest.raises(ValueError, match="4 per-block coefficients but depth=3"):
+    with pytest.raises(
+        ValueError, match="LinearMultistep was built for depth 4 but the stack has depth=3"
+    ):
         discrete.ResidualStack(
             lambda k: neurde.LinearField(jnp.eye(2)), discrete.LinearMultistep(4), 3, key=jr.key(0)
         )

@@ -33,7 +33,7 @@ def _errors(make_scheme, field, y0, exact):
         ("rk4", lambda n: discrete.RungeKutta.rk4(), 4),
         ("lm-resnet k=1", lambda n: discrete.LinearMultistep(n, 1.0), 2),
         ("lm-resnet k=0.3", lambda n: discrete.LinearMultistep(n, 0.3), 1),
-        ("midpoint", discrete.Midpoint, 2),
+        ("midpoint", discrete.LinearMultistep.midpoint, 2),
     ],
 )
 def test_first_order_schemes_converge_with_their_order(name, make_scheme, order):

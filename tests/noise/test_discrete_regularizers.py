@@ -48,7 +48,7 @@ def _dropout_moments(fs, p=0.3):
     return f, np.diag(p / (1 - p) * f**2)
 
 
-def _depth_moments(fs, p=0.6):  # one block: survival p_1 = 1 - (1/1)(1 - p_last) = p_last
+def _depth_moments(fs, p=0.6):  # one block: p_1 = 1 - (1/1)(1 - p_L) = p_L = survival_last
     (f,) = fs
     return p * f, p * (1 - p) * np.outer(f, f)
 
@@ -148,7 +148,7 @@ def test_shake_shake_backward_draw_is_independent_of_the_forward_draw():
 
         value, grad = eqx.filter_value_and_grad(out)(model)
         a = value / jnp.sum(u)
-        b = grad.stack.blocks.first.v[0, 0]
+        b = grad.blocks.first.v[0, 0]
         return a, b
 
     a, b = jax.vmap(draws)(jr.split(jr.key(0), 4000))
@@ -173,7 +173,7 @@ def test_shakedrop_backward_uses_its_own_range():
 
     def draws(key):
         grad = eqx.filter_grad(lambda m: m(jnp.zeros(2), key=key)[0])(model)
-        return grad.stack.blocks.v[0, 0]
+        return grad.blocks.v[0, 0]
 
     b = np.asarray(jax.vmap(draws)(jr.split(jr.key(1), 4000)))
     # Backward multiplier b + c - bc: 1 when the block survives, c ~ U(0, 1) otherwise, so it

@@ -67,7 +67,9 @@ def test_composed_noises_sum_their_covariances_in_either_order():
     # The combined diffusion sqrt(g_a^2 + g_m^2) is symmetric, so the same key gives the same
     # path whatever the order.
     np.testing.assert_array_equal(dy, _increments(m_then_a, jr.key(1)))
-    assert len(a_then_m.noises) == 2 and isinstance(a_then_m.model, neurde.NeuralODE)
+    # Each transform wraps the model it is given; the noises meet in one diffusion.
+    assert isinstance(a_then_m.model, noise.NoisyModel)
+    assert isinstance(a_then_m.model.model, neurde.NeuralODE)
 
 
 def test_noise_on_a_diagonal_sde_adds_to_its_variance():
@@ -84,7 +86,8 @@ def test_noise_on_a_scalar_noise_sde_adds_independent_columns():
     dy = _increments(noisy, jr.key(3))
     cov = (np.outer(g, g) + 0.25**2 * np.eye(3)) * H
     _check_moments(dy, F0 * H, cov)
-    assert noisy.sde(3).noise == "general" and noisy.sde(3).noise_size == 4
+    problem = noisy.problem(Y0, None, args=None, key=jr.key(0))
+    assert problem.noise == "general" and problem.noise_size == 4
 
 
 def test_inference_mode_is_exactly_the_ode():
@@ -95,9 +98,9 @@ def test_inference_mode_is_exactly_the_ode():
     np.testing.assert_array_equal(off(Y0, ts), ode(Y0, ts))
     np.testing.assert_array_equal(off(Y0), ode(Y0))
     # ... and the stats are those of the ODE's own (adaptive Tsit5) solve.
-    assert int(off.stats(off.solve(Y0))["nfe"]) == int(ode.stats(ode.solve(Y0))["nfe"])
+    assert int(off.solve(Y0).stats["nfe"]) == int(ode.solve(Y0).stats["nfe"])
     # With the noise on, the SDE runs Euler–Maruyama on the grid dt0 = 0.05: 20 steps.
-    assert int(noisy.stats(noisy.solve(Y0, key=jr.key(0)))["num_steps"]) == 20
+    assert int(noisy.solve(Y0, key=jr.key(0)).stats["num_steps"]) == 20
 
 
 def test_inference_mode_of_a_noisy_sde_is_its_drift_ode():
@@ -106,7 +109,7 @@ def test_inference_mode_of_a_noisy_sde_is_its_drift_ode():
     np.testing.assert_array_equal(off(Y0), eqx.nn.inference_mode(sde)(Y0))
 
 
-def test_noise_inside_a_classifier_is_found_and_replaced():
+def test_noise_inside_a_user_module_is_placed_with_where():
     class Model(eqx.Module):
         embed: eqx.nn.Linear
         ode: neurde.NeuralODE
@@ -115,8 +118,8 @@ def test_noise_inside_a_classifier_is_found_and_replaced():
             return self.ode(self.embed(x), key=key)
 
     model = Model(eqx.nn.Linear(2, 3, key=jr.key(0)), _ode())
-    noisy = noise.additive(model, 0.3)
-    assert isinstance(noisy.ode, noise.NoisyODE) and noisy.embed.weight is model.embed.weight
+    noisy = noise.additive(model, 0.3, where=lambda m: m.ode)
+    assert isinstance(noisy.ode, noise.NoisyModel) and noisy.embed.weight is model.embed.weight
     x = jnp.ones(2)
     assert not np.allclose(noisy(x, key=jr.key(0)), noisy(x, key=jr.key(1)))
     np.testing.assert_array_equal(eqx.nn.inference_mode(noisy)(x), model(x))
@@ -139,6 +142,6 @@ def test_gradients_flow_to_the_field_through_the_noisy_solve():
 def test_adaptive_stratonovich_solver_can_be_chosen():
     ode = neurde.NeuralODE(neurde.LinearField(A), t1=1.0)
     noisy = noise.additive(ode, 0.1, solver=diffrax.Heun(), dt0=0.05)
-    assert noisy.sde(3).brownian == "tree"
+    assert noisy.problem(Y0, None, args=None, key=jr.key(0)).brownian == "tree"
     out = noisy(Y0, key=jr.key(0))
     assert out.shape == (3,) and np.all(np.isfinite(out))

@@ -13,11 +13,18 @@ from conftest import central_differences
 from jax.flatten_util import ravel_pytree
 
 import neurde
-from neurde.noise.rnode import RNODE, _AugState, _state_only, _StateNorm
+from neurde._solve import _AugState, _state_only, _StateNorm
+from neurde.noise.rnode import RNODE
 
 # A^T A = 4.01 I, so ||A y(t)||^2 = 4.01 ||y(t)||^2 = 4.01 e^{-0.2 t} ||y0||^2.
 A = np.array([[-0.1, 2.0], [-2.0, -0.1]])
 T1 = 1.5
+
+
+def _run(rnode, y0, key=None):
+    """The state and the penalties of one call."""
+    solution = rnode.solve(y0, key=key)
+    return solution.ys, solution.extras
 
 
 def _mlp_field(key, width=16):
@@ -31,15 +38,17 @@ def test_linear_field_closed_forms():
         model = neurde.NeuralODE(
             neurde.LinearField(A), solver=diffrax.Dopri5(), rtol=1e-11, atol=1e-11, t1=T1
         )
-        rnode = RNODE(model, jacobian="exact")
+        rnode = RNODE(model, estimator="exact")
         y0 = jnp.array([1.0, -0.5])
-        y1, pen = rnode(y0)
+        y1, pen = _run(rnode, y0)
         kinetic = 4.01 * float(y0 @ y0) * (1 - np.exp(-0.2 * T1)) / 0.2
         np.testing.assert_allclose(pen["kinetic"], kinetic, rtol=1e-9)
         np.testing.assert_allclose(pen["jacobian"], T1 * np.sum(A**2), rtol=1e-12)
         # Step-size control sees y only, so the trajectory and the cost are the plain ones.
         np.testing.assert_array_equal(y1, model(y0))
-        assert int(rnode.stats(rnode.solve(y0))["nfe"]) == int(model.stats(model.solve(y0))["nfe"])
+        assert int(rnode.solve(y0).stats["nfe"]) == int(model.solve(y0).stats["nfe"])
+        # A call returns the state, as every model's does.
+        np.testing.assert_array_equal(rnode(y0), y1)
 
 
 def test_nonlinear_field_matches_quadrature():
@@ -49,9 +58,9 @@ def test_nonlinear_field_matches_quadrature():
     with jax.enable_x64(True):
         field = _mlp_field(jr.key(1))
         model = neurde.NeuralODE(field, rtol=1e-10, atol=1e-10, t1=T1)
-        rnode = RNODE(model, jacobian="exact")
+        rnode = RNODE(model, estimator="exact")
         y0 = jnp.array([0.8, -0.3])
-        y1, pen = rnode(y0)
+        y1, pen = _run(rnode, y0)
 
         ts = jnp.linspace(0.0, T1, 2001)
         ys = model(y0, ts)
@@ -70,15 +79,15 @@ def test_hutchinson_is_unbiased():
     # probes; the probe changes neither y1 nor the kinetic term.
     model = neurde.NeuralODE(_mlp_field(jr.key(2)), t1=T1)
     y0 = jnp.array([0.5, 0.2])
-    exact = RNODE(model, jacobian="exact")
+    exact = RNODE(model, estimator="exact")
     gaussian = RNODE(model)
     rademacher = RNODE(model, probe="rademacher")
 
     @jax.jit
     def run(keys):
-        y_ex, pen_ex = exact(y0)
+        y_ex, pen_ex = _run(exact, y0)
         draws = {
-            name: jax.vmap(lambda k, r=r: r(y0, key=k))(keys)
+            name: jax.vmap(lambda k, r=r: _run(r, y0, key=k))(keys)
             for name, r in (("gaussian", gaussian), ("rademacher", rademacher))
         }
         return y_ex, pen_ex, draws
@@ -111,7 +120,7 @@ def test_penalised_loss_gradient_matches_finite_differences():
 
         def loss(vec):
             r = eqx.combine(unravel(vec), static)
-            y1s, pen = jax.vmap(lambda y, k: r(y, key=k))(y0s, keys)
+            y1s, pen = jax.vmap(lambda y, k: _run(r, y, key=k))(y0s, keys)
             task = jnp.mean(jnp.sum((y1s - 1.0) ** 2, axis=-1))
             return task + 0.3 * jnp.mean(pen["kinetic"]) + 0.2 * jnp.mean(pen["jacobian"])
 
@@ -135,7 +144,7 @@ def test_continuous_adjoint_matches_backprop():
             model = neurde.NeuralODE(field, rtol=1e-9, atol=1e-9, t1=1.0, adjoint=adjoint)
 
             def loss(rnode):
-                y1, pen = rnode(y0, key=jr.key(0))
+                y1, pen = _run(rnode, y0, key=jr.key(0))
                 return jnp.sum(y1**2) + 0.3 * pen["kinetic"] + 0.2 * pen["jacobian"]
 
             return ravel_pytree(eqx.filter_grad(loss)(RNODE(model)))[0]
@@ -149,14 +158,14 @@ def test_inference_mode_is_the_plain_solve():
     model = neurde.NeuralODE(neurde.LinearField(A), t1=T1)
     rnode = eqx.nn.inference_mode(RNODE(model))
     y0 = jnp.array([1.0, -0.5])
-    y1, pen = rnode(y0)  # no key needed
+    y1, pen = _run(rnode, y0)  # no key needed
     np.testing.assert_array_equal(y1, model(y0))
     assert float(pen["kinetic"]) == 0.0 and float(pen["jacobian"]) == 0.0
 
 
 def test_disabled_terms_are_zero():
     model = neurde.NeuralODE(neurde.LinearField(A), t1=T1)
-    _, pen = RNODE(model, jacobian=None)(jnp.array([1.0, -0.5]))
+    _, pen = _run(RNODE(model, jacobian=False), jnp.array([1.0, -0.5]))
     assert float(pen["jacobian"]) == 0.0 and float(pen["kinetic"]) > 0.0
 
 
@@ -169,29 +178,32 @@ def test_step_control_sees_only_the_state():
     norm = _StateNorm(pid.norm)
     y = jnp.array([3.0, 4.0])
     big = jnp.asarray(1e6)
-    np.testing.assert_allclose(norm(_AugState(y, big, big)), pid.norm(y), rtol=1e-6)
+    extras = {"kinetic": big, "jacobian": big}
+    np.testing.assert_allclose(norm(_AugState(y, extras)), pid.norm(y), rtol=1e-6)
     # Anything else (e.g. the continuous adjoint's backward state) is measured in full.
     np.testing.assert_allclose(norm((y, big)), pid.norm((y, big)), rtol=1e-6)
 
 
 def test_errors():
     model = neurde.NeuralODE(neurde.LinearField(A), t1=T1)
-    with pytest.raises(TypeError, match=r"must be a `neurde.NeuralODE`, got .* type LinearField"):
+    with pytest.raises(TypeError, match=r"must be a continuous neurde model .* type LinearField"):
         RNODE(neurde.LinearField(A))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"no end time \(`t1=None`\)"):
-        RNODE(neurde.NeuralODE(neurde.LinearField(A)))
-    with pytest.raises(ValueError, match=r"unknown `jacobian='frobenius'`\. Choose 'hutchinson'"):
-        RNODE(model, jacobian="frobenius")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"unknown `estimator='frobenius'`\. Choose 'hutchinson'"):
+        RNODE(model, estimator="frobenius")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"`jacobian` must be True or False, got None"):
+        RNODE(model, jacobian=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"already RNODE\(NeuralODE\).*apply RNODE once"):
+        RNODE(RNODE(model))
     with pytest.raises(ValueError, match="unknown `probe='uniform'`"):
         RNODE(model, probe="uniform")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="switch off both penalties"):
-        RNODE(model, jacobian=None, kinetic=False)
+        RNODE(model, jacobian=False, kinetic=False)
     with pytest.raises(
-        ValueError, match=r"a `key` is needed .*`jacobian='exact'`.*inference_mode\(rnode\)"
+        ValueError, match=r"a `key` is needed .*`estimator='exact'`.*inference_mode\(rnode\)"
     ):
         RNODE(model)(jnp.array([1.0, -0.5]))
     with pytest.raises(TypeError, match="floating dtype"):
-        RNODE(model, jacobian="exact")(jnp.array([1, 2]))
+        RNODE(model, estimator="exact")(jnp.array([1, 2]))
 
 
 def _moons(n, key):
@@ -223,7 +235,7 @@ def test_kinetic_penalty_cuts_the_cost_of_a_trained_model():
     @eqx.filter_jit
     def step(clf, state, lam):
         def loss(clf):
-            y1, pen = jax.vmap(clf.rnode)(x_train)
+            y1, pen = jax.vmap(lambda x: _run(clf.rnode, x))(x_train)
             logits = jax.vmap(clf.head)(y1)
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, l_train)
             return jnp.mean(ce) + lam * jnp.mean(pen["kinetic"])
@@ -238,14 +250,14 @@ def test_kinetic_penalty_cuts_the_cost_of_a_trained_model():
             lambda m: (m.tolerances.rtol, m.tolerances.atol), clf.rnode.model, (tol, tol)
         )
         solutions = jax.vmap(model.solve)(x_test)
-        logits = jax.vmap(clf.head)(solutions.ys[:, 0])
+        logits = jax.vmap(clf.head)(solutions.ys)
         accuracy = jnp.mean(jnp.argmax(logits, -1) == l_test)
-        return accuracy, jnp.mean(model.stats(solutions)["nfe"])
+        return accuracy, jnp.mean(solutions.stats["nfe"])
 
     results = {}
     for lam in (0.0, 0.01):
         field = neurde.MLPField(2, 32, 2, time_dependent=True, key=jr.key(2))
-        rnode = RNODE(neurde.NeuralODE(field, t1=1.0), jacobian=None)
+        rnode = RNODE(neurde.NeuralODE(field, t1=1.0), jacobian=False)
         clf = _Classifier(rnode, eqx.nn.Linear(2, 2, key=jr.key(3)))
         state = optimizer.init(eqx.filter(clf, eqx.is_inexact_array))
         for _ in range(300):

@@ -186,7 +186,7 @@ def test_fit_learns_a_linear_system():
         del key
         y0, ys = batch
         sols = jax.vmap(lambda y: model.solve(y, jnp.asarray(ts)))(y0)
-        return jnp.mean((sols.ys - ys) ** 2), {"nfe": model.stats(sols)["nfe"]}
+        return jnp.mean((sols.ys - ys) ** 2), {"nfe": sols.stats["nfe"]}
 
     def callback(step, model):
         return float(np.abs(np.asarray(model.field.matrix) - a_true).max())

@@ -50,8 +50,8 @@ def adamw_step():
         del key
         traces.append(None)
         sols = model.solve(y0)
-        final = sols.ys[-1]
-        stats = model.stats(sols)
+        final = sols.ys
+        stats = sols.stats
         aux = {"nfe": stats["nfe"], "num_steps": stats["num_steps"], "mean": jnp.mean(final)}
         return jnp.sum(final), aux
 
