@@ -7,7 +7,7 @@
     error is within 1.5x that of 1000-step Euler–Maruyama (the reference accuracy; with
     200k samples it sits near the sampling noise floor, printed too).
 (2) Throughput: samples per second for a batch of 1024 at 20 NFE with a score network
-    (`ScoreMLP(2, 128, 3)`, noise parameterisation), `neurde.diffusion.sample_from` vs the
+    (`ScoreMLP(2, 128, 3)`, noise parameterization), `neurde.diffusion.sample_from` vs the
     same sampler written directly as a jitted `lax.scan`, for DDIM, DPM-Solver-2 and
     Euler–Maruyama. Outputs are checked equal before timing.
 

@@ -6,8 +6,10 @@ score-matching losses with three weightings and three ways to sample times; scor
 a score; samplers (`EulerMaruyama`, `Ancestral`, `PredictorCorrector`, `ProbabilityFlow`,
 `DDIM`, `DPMSolver`, `DPMSolverMultistep`, `EDMHeun`) behind one `sample` function that
 also returns the number of score evaluations; exact log-likelihoods through the
-probability-flow ODE; and an EMA of the weights. Score functions have neurde's field
-signature `score(t, x, args)` and take one example.
+probability-flow ODE; and an EMA of the weights. Score functions (`ScoreFn`) have neurde's
+field signature `score(t, x, args)` and take one example. The type aliases of the options
+(`TimeGrid`, `Weighting`, `TimeSampling`, `Parameterization`, `Embedding`) are exported for
+annotations.
 """
 
 from .ddpm import (
@@ -29,6 +31,7 @@ from .likelihood import (
 )
 from .losses import (
     DSMLoss as DSMLoss,
+    Weighting as Weighting,
     denoising_score_matching as denoising_score_matching,
     dsm_loss as dsm_loss,
 )
@@ -42,19 +45,23 @@ from .samplers import (
     EulerMaruyama as EulerMaruyama,
     PredictorCorrector as PredictorCorrector,
     ProbabilityFlow as ProbabilityFlow,
+    TimeGrid as TimeGrid,
     sample as sample,
     sample_from as sample_from,
     time_grid as time_grid,
 )
 from .score import (
     GaussianScore as GaussianScore,
+    Parameterization as Parameterization,
     Score as Score,
+    ScoreFn as ScoreFn,
     probability_flow_drift as probability_flow_drift,
     reverse_drift as reverse_drift,
 )
 from .score_nets import (
+    Embedding as Embedding,
     ScoreConvNet as ScoreConvNet,
     ScoreMLP as ScoreMLP,
     TimeEmbedding as TimeEmbedding,
 )
-from .time_sampling import sample_times as sample_times
+from .time_sampling import TimeSampling as TimeSampling, sample_times as sample_times

@@ -1,4 +1,4 @@
-r"""DDPM's discrete noise schedule as a discretisation of the VP SDE.
+r"""DDPM's discrete noise schedule as a discretization of the VP SDE.
 
 DDPM (Ho et al. 2020) noises data in $N$ steps, $x_i = \sqrt{1-\beta_i}\,x_{i-1} +
 \sqrt{\beta_i}\,z_i$, with $\beta_i$ linear from $10^{-4}$ to $0.02$ at $N = 1000$. Song et al.
@@ -13,6 +13,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
+from ._checks import check_integer
 from .forward import VPSDE
 
 
@@ -48,12 +49,10 @@ def ddpm_schedule(sde: VPSDE, num_steps: int = 1000) -> DDPMSchedule:
     """
     if not isinstance(sde, VPSDE):
         raise TypeError(
-            f"ddpm_schedule: DDPM's schedule discretises the VP SDE; got "
-            f"{type(sde).__name__}. Pass a `neurde.diffusion.VPSDE`."
+            "ddpm_schedule: `sde` must be a VPSDE (DDPM's schedule discretizes the VP SDE), "
+            f"got {type(sde).__name__}. Pass a `neurde.diffusion.VPSDE`."
         )
-    if not isinstance(num_steps, int) or num_steps < 2:
-        raise ValueError(f"ddpm_schedule: `num_steps` must be an integer >= 2, got {num_steps!r}.")
-    n = num_steps
+    n = check_integer("ddpm_schedule", "num_steps", num_steps, minimum=2)
     betas = jnp.linspace(sde.beta_min / n, sde.beta_max / n, n)
     alphas = 1.0 - betas
     times = jnp.arange(1, n + 1) / n
@@ -66,7 +65,7 @@ def respaced_betas(sde: VPSDE, times: Float[ArrayLike, " N"]) -> Float[Array, " 
     For increasing `times` $t_1 < \dots < t_N$ and $t_0 = 0$, these are the betas of the
     discrete chain whose $\bar\alpha_i$ equals $\alpha_{t_i}^2$ exactly: DDPM "respaced" to the
     times (Nichol & Dhariwal 2021, Sec. 4). For a uniform grid of width $\Delta t$,
-    $\beta_i = \beta(t_i)\Delta t + O(\Delta t^2)$, Song et al.'s discretisation.
+    $\beta_i = \beta(t_i)\Delta t + O(\Delta t^2)$, Song et al.'s discretization.
 
     References: Nichol & Dhariwal, "Improved Denoising Diffusion Probabilistic Models", ICML
     2021.

@@ -10,10 +10,9 @@ from typing import Any, TypeVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import ArrayLike, Float
 
-from .._validation import is_concrete
+from ._checks import check_in_range
 
 M = TypeVar("M")
 
@@ -28,7 +27,7 @@ def ema_update(ema_model: M, model: M, decay: Float[ArrayLike, ""]) -> M:
     **Arguments:**
 
     - `ema_model`: the running average (start it as a copy of the model).
-    - `model`: the model after the latest optimisation step.
+    - `model`: the model after the latest optimization step.
     - `decay`: $d \in [0, 1]$.
 
     **Returns:**
@@ -38,17 +37,13 @@ def ema_update(ema_model: M, model: M, decay: Float[ArrayLike, ""]) -> M:
     References: Polyak & Juditsky, "Acceleration of Stochastic Approximation by Averaging",
     SIAM J. Control Optim. 1992; Song et al. 2021, Appendix H.
     """
-    if is_concrete(decay) and not np.all((np.asarray(decay) >= 0) & (np.asarray(decay) <= 1)):
-        raise ValueError(
-            f"ema_update: `decay` must lie in [0, 1], got {decay!r}. Typical values are "
-            "0.999 to 0.9999."
-        )
+    check_in_range("ema_update", "decay", decay, 0, 1, "Typical values are 0.999 to 0.9999.")
     ema_params, static = eqx.partition(ema_model, eqx.is_inexact_array)
     params = eqx.filter(model, eqx.is_inexact_array)
     if jax.tree.structure(ema_params) != jax.tree.structure(params):
         raise ValueError(
-            "ema_update: `ema_model` and `model` have different structures; start the "
-            "average from a copy of the model (`ema_model = model`)."
+            "ema_update: `ema_model` must have the structure of `model`, got a different "
+            "one. Start the average from a copy of the model (`ema_model = model`)."
         )
 
     def average(a: Any, b: Any) -> Any:

@@ -23,27 +23,11 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._validation import is_concrete
+from ._checks import HORIZON, check_time
 
 Time = Float[ArrayLike, ""]
-
-
-def check_time(owner: str, t: Any, *, allow_zero: bool = False) -> None:
-    """Raise `ValueError` when a concrete time lies outside `(0, 1]` (or `[0, 1]`)."""
-    if not is_concrete(t):
-        return
-    values = np.asarray(t)
-    low_ok = values >= 0 if allow_zero else values > 0
-    if not np.all(low_ok & (values <= AbstractForwardSDE.T)):
-        interval = "[0, 1]" if allow_zero else "(0, 1]"
-        raise ValueError(
-            f"{owner}: the time `t` must lie in {interval} (the SDE runs on [0, T], T = 1), "
-            f"got t={values!r}. Clip it, e.g. `jnp.clip(t, 1e-5, 1.0)`; t = 0 is the data "
-            "itself, where the score is undefined."
-        )
 
 
 class AbstractForwardSDE(eqx.Module):
@@ -54,7 +38,7 @@ class AbstractForwardSDE(eqx.Module):
     with $T = 1$.
     """
 
-    T: ClassVar[float] = 1.0
+    T: ClassVar[float] = HORIZON
 
     @abc.abstractmethod
     def drift_coeff(self, t: Time) -> Array:
@@ -111,7 +95,7 @@ class AbstractForwardSDE(eqx.Module):
 
         `(mean, std)`; sample with `mean + std * jr.normal(key, x0.shape)`.
         """
-        check_time(type(self).__name__ + ".marginal", t)
+        t = check_time(type(self).__name__ + ".marginal", t)
         x0 = jnp.asarray(x0)
         return self.mean_coeff(t) * x0, self.std(t)
 
@@ -152,9 +136,9 @@ class VESDE(AbstractForwardSDE):
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
         if not (0 < sigma_min < sigma_max):
             raise ValueError(
-                f"VESDE: needs 0 < sigma_min < sigma_max, got sigma_min={sigma_min!r}, "
-                f"sigma_max={sigma_max!r}. Song et al. use sigma_min=0.01 and sigma_max about "
-                "the largest distance between two data points."
+                "VESDE: `sigma_min` and `sigma_max` must satisfy 0 < sigma_min < sigma_max, got "
+                f"sigma_min={sigma_min!r}, sigma_max={sigma_max!r}. Song et al. use "
+                "sigma_min=0.01 and sigma_max about the largest distance between two data points."
             )
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
@@ -208,19 +192,21 @@ def _linear_beta_time(beta_min: float, beta_max: float, integral: Any) -> Array:
     return 2 * integral / (beta_min + root)
 
 
+def _linear_betas(owner: str, beta_min: float, beta_max: float) -> tuple[float, float]:
+    if not (0 < beta_min < beta_max):
+        raise ValueError(
+            f"{owner}: `beta_min` and `beta_max` must satisfy 0 < beta_min < beta_max, got "
+            f"beta_min={beta_min!r}, beta_max={beta_max!r}. The usual values are 0.1 and 20."
+        )
+    return float(beta_min), float(beta_max)
+
+
 class AbstractLinearBetaSDE(AbstractForwardSDE):
     r"""Shared by VP and sub-VP: the linear schedule $\beta(t) = \beta_{min} + t(\beta_{max} -
     \beta_{min})$, drift $-\tfrac12\beta(t)\,x$ and mean coefficient $e^{-B(t)/2}$."""
 
     beta_min: eqx.AbstractVar[float]
     beta_max: eqx.AbstractVar[float]
-
-    def _check_betas(self) -> None:
-        if not (0 < self.beta_min < self.beta_max):
-            raise ValueError(
-                f"{type(self).__name__}: needs 0 < beta_min < beta_max, got beta_min="
-                f"{self.beta_min!r}, beta_max={self.beta_max!r}. The usual values are 0.1 and 20."
-            )
 
     def beta(self, t: Time) -> Array:
         r"""$\beta(t)$."""
@@ -262,9 +248,7 @@ class VPSDE(AbstractLinearBetaSDE):
     beta_max: float
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        self.beta_min = float(beta_min)
-        self.beta_max = float(beta_max)
-        self._check_betas()
+        self.beta_min, self.beta_max = _linear_betas(type(self).__name__, beta_min, beta_max)
 
     def diffusion(self, t: Time) -> Array:
         return jnp.sqrt(self.beta(t))
@@ -311,9 +295,7 @@ class SubVPSDE(AbstractLinearBetaSDE):
     beta_max: float
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        self.beta_min = float(beta_min)
-        self.beta_max = float(beta_max)
-        self._check_betas()
+        self.beta_min, self.beta_max = _linear_betas(type(self).__name__, beta_min, beta_max)
 
     def diffusion(self, t: Time) -> Array:
         return jnp.sqrt(-self.beta(t) * jnp.expm1(-2 * self.beta_integral(t)))
@@ -346,4 +328,4 @@ class SubVPSDE(AbstractLinearBetaSDE):
         return _linear_beta_time(self.beta_min, self.beta_max, integral)
 
 
-__all__ = ["VESDE", "VPSDE", "AbstractForwardSDE", "SubVPSDE", "check_time"]
+__all__ = ["VESDE", "VPSDE", "AbstractForwardSDE", "SubVPSDE"]

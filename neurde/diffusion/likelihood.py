@@ -6,27 +6,42 @@ Song et al. 2021, eq. 40)
 
 $$\log p_\epsilon(x) = \log p_T(x_T) + \int_\epsilon^T \nabla\cdot\tilde f(t, x_t)\,dt,$$
 
-solved forward from $x_\epsilon = x$ together with the integral. The divergence is the exact
-trace of the Jacobian ($d$ Jacobian-vector products, one per basis vector; small $d$) or
-Hutchinson's unbiased estimate $\mathbb{E}_v[v^\top (\partial\tilde f/\partial x)\,v]$ with
-Rademacher or Gaussian probes $v$ drawn once per call and held fixed along the solve
-(FFJORD); one Jacobian-vector product per probe.
+solved forward from $x_\epsilon = x$ together with the integral. The divergence `estimator`
+is the exact trace of the Jacobian (`"exact"`: $d$ Jacobian-vector products, one per basis
+vector; small $d$) or Hutchinson's unbiased estimate
+$\mathbb{E}_v[v^\top (\partial\tilde f/\partial x)\,v]$ (`"hutchinson"`) with Rademacher or
+Gaussian probes $v$ drawn once per call and held fixed along the solve (FFJORD); one
+Jacobian-vector product per probe.
 """
 
 import math
 from typing import Any, Literal, NamedTuple
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._types import Args
-from ..stats import solver_stats
+from ..fields import AbstractField
+from ..ode import NeuralODE
+from ._checks import (
+    check_choice,
+    check_eps,
+    check_floating,
+    check_integer,
+    check_key,
+    check_score_fn,
+    check_tolerances,
+)
+from ._ode import solve_ode
 from .forward import AbstractForwardSDE
-from .score import ScoreFn, check_score_output
-from .time_sampling import check_eps
+from .score import ScoreFn, probability_flow_drift
+
+ESTIMATORS = {"exact": "the trace, d Jacobian-vector products", "hutchinson": "random probes"}
+PROBES = {"rademacher": "", "gaussian": ""}
 
 
 class Likelihood(NamedTuple):
@@ -49,7 +64,7 @@ def bits_per_dim(
 ) -> Float[Array, "..."]:
     r"""Convert a log-density in nats to bits per dimension.
 
-    For data quantised into bins of width $w$ and dequantised uniformly (e.g. 8-bit images
+    For data quantized into bins of width $w$ and dequantized uniformly (e.g. 8-bit images
     scaled to $[0, 1]$: $w = 1/256$; to $[-1, 1]$: $w = 2/256$), the discrete model's
     negative log-likelihood is at most $-\log p(x) - d\log w$ nats (Theis, van den Oord,
     Bethge 2016), so bits/dim $= (-\log p/d - \log w)/\log 2$: $+8$ for $[0, 1]$, $+7$ for
@@ -65,17 +80,40 @@ def bits_per_dim(
     return (-jnp.asarray(logp) / dim + offset) / math.log(2)
 
 
-def _with_divergence(field: Any, probes: Array, exact: bool) -> Any:
-    # v^T J v for each probe v by one Jacobian-vector product; with the basis vectors as
-    # probes the sum is the exact trace, with random probes the mean is Hutchinson's estimate.
-    axes = tuple(range(1, probes.ndim))
+class _WithDivergence(AbstractField):
+    r"""The probability-flow ODE of one example with its divergence $\nabla\cdot\tilde f$.
 
-    def fn(t: Any, x: Array) -> tuple[Array, Array]:
-        out, jvp = jax.vmap(lambda v: jax.jvp(lambda y: field(t, y), (x,), (v,)))(probes)
-        quad = jnp.sum(probes * jvp, axis=axes)
-        return out[0], jnp.sum(quad) if exact else jnp.mean(quad)
+    The state is `(x, delta)`; $v^\top J v$ for each probe $v$ comes from one
+    Jacobian-vector product. With the basis vectors as probes their sum is the exact trace,
+    with random probes their mean is Hutchinson's estimate.
+    """
 
-    return fn
+    sde: AbstractForwardSDE
+    score_fn: ScoreFn
+    probes: Array
+    exact: bool = eqx.field(static=True)
+
+    def __call__(self, t: Any, state: tuple[Array, Array], args: Args) -> tuple[Array, Array]:
+        def drift(y: Array) -> Array:
+            return probability_flow_drift(self.sde, self.score_fn, t, y, args)
+
+        out, jvp = jax.vmap(lambda v: jax.jvp(drift, (state[0],), (v,)))(self.probes)
+        quad = jnp.sum(self.probes * jvp, axis=tuple(range(1, self.probes.ndim)))
+        return out[0], jnp.sum(quad) if self.exact else jnp.mean(quad)
+
+
+def _probes(owner: str, x: Array, estimator: Any, probe: Any, num_probes: Any, key: Any) -> Array:
+    check_choice(owner, "estimator", estimator, ESTIMATORS)
+    if estimator == "exact":
+        return jnp.eye(x.size, dtype=x.dtype).reshape(x.size, *x.shape)
+    check_choice(owner, "probe", probe, PROBES)
+    check_integer(owner, "num_probes", num_probes)
+    why = "estimator='hutchinson' draws random probes"
+    fix = "Pass e.g. `key=jr.key(0)`, or use estimator='exact' (deterministic; its cost grows "
+    fix += "with the dimension)."
+    key = check_key(owner, key, why, fix)
+    draw = jr.rademacher if probe == "rademacher" else jr.normal
+    return draw(key, (num_probes, *x.shape), x.dtype)
 
 
 def log_likelihood(
@@ -84,12 +122,12 @@ def log_likelihood(
     x: Float[ArrayLike, "*shape"],
     *,
     args: Args = None,
-    trace: Literal["exact", "hutchinson"] = "exact",
+    estimator: Literal["exact", "hutchinson"] = "exact",
     probe: Literal["rademacher", "gaussian"] = "rademacher",
     num_probes: int = 1,
     eps: float = 1e-5,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
+    rtol: Float[ArrayLike, ""] = 1e-5,
+    atol: Float[ArrayLike, ""] = 1e-5,
     solver: diffrax.AbstractSolver | None = None,
     max_steps: int = 4096,
     bin_width: float | None = None,
@@ -97,7 +135,8 @@ def log_likelihood(
 ) -> Likelihood:
     r"""$\log p_\epsilon(x)$ of ONE example under the probability-flow ODE (module docstring).
 
-    Batch with `jax.vmap(lambda x: log_likelihood(score_fn, sde, x, ...))`.
+    Batch with `jax.vmap(lambda x: log_likelihood(score_fn, sde, x, ...))`. The ODE is
+    solved by a `neurde.NeuralODE`, with its checks and its error when `max_steps` is reached.
 
     **Arguments:**
 
@@ -105,14 +144,16 @@ def log_likelihood(
     - `sde`: the forward SDE; its prior gives $\log p_T$.
     - `x`: one example (any shape; the divergence is over all its entries).
     - `args`: passed to `score_fn`.
-    - `trace`: `"exact"` (default) or `"hutchinson"`.
+    - `estimator`: how the divergence is computed: `"exact"` (default, the trace of the
+      Jacobian) or `"hutchinson"` (its unbiased random estimate).
     - `probe`, `num_probes`: Hutchinson's probe distribution and count.
     - `eps`: the start time (default $10^{-5}$, Song et al.'s likelihood value).
-    - `rtol`, `atol`: tolerances of the PID controller (default $10^{-5}$).
+    - `rtol`, `atol`: tolerances of the PID controller (default $10^{-5}$); arrays are
+      accepted, so changing them under `jax.jit` does not recompile.
     - `solver`: default `diffrax.Tsit5()`.
-    - `max_steps`: Diffrax's step limit.
-    - `bin_width`: for `bits_per_dim` of quantised data (see `bits_per_dim`).
-    - `key`: draws the Hutchinson probes (required for `trace="hutchinson"`).
+    - `max_steps`: the most steps the solve may take.
+    - `bin_width`: for `bits_per_dim` of quantized data (see `bits_per_dim`).
+    - `key`: draws the Hutchinson probes (required for `estimator="hutchinson"`).
 
     **Returns:**
 
@@ -123,59 +164,19 @@ def log_likelihood(
     of the Influence Matrix", 1989.
     """
     owner = "log_likelihood"
-    check_eps(owner, eps)
-    for name, value in (("rtol", rtol), ("atol", atol)):
-        if not float(value) > 0:
-            raise ValueError(f"{owner}: `{name}` must be > 0, got {value!r}.")
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{owner}: `x` must be floating, got dtype {x.dtype}.")
-    check_score_output(owner, score_fn, jnp.asarray(eps, x.dtype), x, args)
-    if trace not in ("exact", "hutchinson"):
-        raise ValueError(f"{owner}: unknown `trace={trace!r}`; choose 'exact' or 'hutchinson'.")
-    if trace == "exact":
-        probes = jnp.eye(x.size, dtype=x.dtype).reshape(x.size, *x.shape)
-    else:
-        if probe not in ("rademacher", "gaussian"):
-            raise ValueError(
-                f"{owner}: unknown `probe={probe!r}`; choose 'rademacher' or 'gaussian'."
-            )
-        if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
-            raise ValueError(f"{owner}: `num_probes` must be an integer >= 1, got {num_probes!r}.")
-        if key is None:
-            raise ValueError(
-                f"{owner}: trace='hutchinson' draws random probes and needs `key=`; or use "
-                "trace='exact' (deterministic, cost grows with the dimension)."
-            )
-        shape = (num_probes, *x.shape)
-        if probe == "rademacher":
-            probes = jr.rademacher(key, shape, x.dtype)
-        else:
-            probes = jr.normal(key, shape, x.dtype)
-
-    def field(t: Any, y: Array) -> Array:
-        return sde.drift_coeff(t) * y - 0.5 * sde.diffusion(t) ** 2 * score_fn(t, y, args)
-
-    with_divergence = _with_divergence(field, probes, trace == "exact")
-
-    def augmented(t: Any, state: tuple[Array, Array], _: Any) -> tuple[Array, Array]:
-        return with_divergence(t, state[0])
-
-    solver = diffrax.Tsit5() if solver is None else solver
-    solution = diffrax.diffeqsolve(
-        diffrax.ODETerm(augmented),
-        solver,
-        t0=jnp.asarray(eps, x.dtype),
-        t1=jnp.asarray(sde.T, x.dtype),
-        dt0=None,
-        y0=(x, jnp.zeros((), x.dtype)),
-        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
-        max_steps=max_steps,
+    eps = check_eps(owner, eps)
+    rtol, atol = check_tolerances(owner, rtol, atol)
+    fix = "It bounds the solver's steps; raise it, or loosen `rtol` and `atol`."
+    max_steps = check_integer(owner, "max_steps", max_steps, fix=fix)
+    x = check_floating(owner, "x", x)
+    check_score_fn(owner, score_fn, jnp.asarray(eps, x.dtype), x, args)
+    probes = _probes(owner, x, estimator, probe, num_probes, key)
+    field = _WithDivergence(sde, score_fn, probes, estimator == "exact")
+    ode = NeuralODE(
+        field, solver=solver, rtol=rtol, atol=atol, t0=eps, t1=sde.T, max_steps=max_steps
     )
-    ys: Any = solution.ys
-    x_T, delta = ys[0][0], ys[1][0]
+    (x_T, delta), nfe = solve_ode("log_likelihood", ode, (x, jnp.zeros((), x.dtype)), args)
     logp = sde.prior_logp(x_T) + delta
-    nfe = solver_stats(solution, solver)["nfe"]
     return Likelihood(logp, bits_per_dim(logp, x.size, bin_width), nfe)
 
 

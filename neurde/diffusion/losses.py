@@ -8,7 +8,7 @@ $$\ell(t) = \lambda(t)\,\big\| s_\theta(t, x_t) + z/\sigma_t \big\|^2
         = \frac{\lambda(t)}{\sigma_t^2}\,\big\| \sigma_t s_\theta(t, x_t) + z \big\|^2,$$
 
 summed over the example's entries (the reference implementation's default). With the noise
-parameterisation $s_\theta = -\hat\epsilon_\theta/\sigma_t$ the norm is
+parameterization $s_\theta = -\hat\epsilon_\theta/\sigma_t$ the norm is
 $\|z - \hat\epsilon_\theta\|^2$. Weightings $\lambda(t)$:
 
 - `"score"`: $\lambda = \sigma_t^2$ (Song et al. 2021's default, $\lambda \propto
@@ -20,7 +20,7 @@ $\|z - \hat\epsilon_\theta\|^2$. Weightings $\lambda(t)$:
   `time_sampling="importance"`.
 - `"none"`: $\lambda = 1$, plain DSM on the score (Vincent 2011).
 
-The minimiser over all functions is the true score whatever the weighting.
+The minimizer over all functions is the true score whatever the weighting.
 
 References: Vincent, "A Connection Between Score Matching and Denoising Autoencoders",
 Neural Computation 2011; Song et al. 2021 (ICLR); Ho et al. 2020; Song, Durkan, Murray,
@@ -37,40 +37,41 @@ import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._types import Args
-from .._validation import is_concrete
-from .forward import AbstractForwardSDE, check_time
-from .score import Parameterisation, check_parameterisation, check_score_output
-from .time_sampling import TimeSampling, check_eps, sample_times
+from ._checks import (
+    PARAMETERIZATIONS,
+    TIME_SAMPLINGS,
+    WEIGHTINGS,
+    check_batch,
+    check_choice,
+    check_eps,
+    check_score_fn,
+    check_sde,
+    check_time,
+)
+from .forward import AbstractForwardSDE
+from .score import Parameterization
+from .time_sampling import TimeSampling, sample_times
 
 Weighting: TypeAlias = Literal["score", "likelihood", "none"]
-WEIGHTINGS = ("score", "likelihood", "none")
+# The API test and `help` read a docstring; Literal aliases have none of their own.
+Weighting.__doc__ = """The DSM weighting $\\lambda(t)$: `"score"`, `"likelihood"` or `"none"`
+(`dsm_loss`)."""
 
 
-def _check_options(owner: str, sde: Any, parameterisation: Any, weighting: Any) -> None:
-    if not isinstance(sde, AbstractForwardSDE):
-        raise TypeError(
-            f"{owner}: `sde` must be a forward SDE (VESDE, VPSDE, SubVPSDE), got "
-            f"{type(sde).__name__}."
-        )
-    check_parameterisation(owner, parameterisation)
-    if weighting not in WEIGHTINGS:
-        raise ValueError(
-            f"{owner}: unknown `weighting={weighting!r}`; choose 'score' (lambda = sigma_t^2, "
-            "= DDPM's simple loss), 'likelihood' (lambda = g(t)^2) or 'none' (lambda = 1)."
-        )
+def _check_options(owner: str, sde: Any, parameterization: Any, weighting: Any) -> None:
+    check_sde(owner, sde)
+    check_choice(owner, "parameterization", parameterization, PARAMETERIZATIONS)
+    check_choice(owner, "weighting", weighting, WEIGHTINGS)
 
 
 def _check_time_sampling(owner: str, time_sampling: Any, weighting: Any) -> None:
-    if time_sampling not in ("uniform", "low_discrepancy", "importance"):
-        raise ValueError(
-            f"{owner}: unknown `time_sampling={time_sampling!r}`; choose 'uniform', "
-            "'low_discrepancy' or 'importance'."
-        )
+    check_choice(owner, "time_sampling", time_sampling, TIME_SAMPLINGS)
     if time_sampling == "importance" and weighting != "likelihood":
         raise ValueError(
-            f"{owner}: time_sampling='importance' draws t from p(t) ~ g(t)^2 / sigma_t^2, "
-            f"which flattens the 'likelihood' weighting; got weighting={weighting!r}. Use "
-            "weighting='likelihood', or time_sampling='uniform' / 'low_discrepancy'."
+            f"{owner}: `weighting` must be 'likelihood' with time_sampling='importance', got "
+            f"{weighting!r}. Importance sampling draws t from p(t) ~ g(t)^2 / sigma_t^2, which "
+            "flattens the likelihood weighting only; or use time_sampling='uniform' / "
+            "'low_discrepancy'."
         )
 
 
@@ -89,14 +90,14 @@ def _dsm_term(
     x0: Array,
     t: Array,
     z: Array,
-    parameterisation: Parameterisation,
+    parameterization: Parameterization,
     weighting: Weighting,
     args: Args,
 ) -> Array:
     std = sde.std(t)
     xt = sde.mean_coeff(t) * x0 + std * z
     out = model(t, xt, args)
-    residual = std * out + z if parameterisation == "score" else z - out
+    residual = std * out + z if parameterization == "score" else z - out
     return _noise_space_weight(sde, t, weighting) * jnp.sum(residual**2)
 
 
@@ -106,7 +107,7 @@ def denoising_score_matching(
     x0: Float[ArrayLike, "*shape"],
     t: Float[ArrayLike, ""],
     *,
-    parameterisation: Parameterisation = "noise",
+    parameterization: Parameterization = "noise",
     weighting: Weighting = "score",
     args: Args = None,
     key: PRNGKeyArray,
@@ -119,25 +120,21 @@ def denoising_score_matching(
     - `sde`: the forward SDE.
     - `x0`: one data point.
     - `t`: the time, in $(0, 1]$.
-    - `parameterisation`: `"noise"` (default) or `"score"`.
+    - `parameterization`: `"noise"` (default) or `"score"`.
     - `weighting`: `"score"` (default), `"likelihood"` or `"none"`.
     - `args`: passed to the model.
     - `key`: draws the noise $z$.
 
     **Returns:**
 
-    A scalar; its expectation over $z$ is minimised by the true score.
+    A scalar; its expectation over $z$ is minimized by the true score.
     """
     owner = "denoising_score_matching"
-    _check_options(owner, sde, parameterisation, weighting)
-    check_time(owner, t)
-    x0, time = jnp.asarray(x0), jnp.asarray(t)
-    if not is_concrete(time):
-        msg = f"{owner}: the time `t` must lie in (0, 1]."
-        time = eqx.error_if(time, (time <= 0) | (time > sde.T), msg)
-    check_score_output(owner, model, time, x0, args, name="model")
+    _check_options(owner, sde, parameterization, weighting)
+    x0, time = jnp.asarray(x0), jnp.asarray(check_time(owner, t))
+    check_score_fn(owner, model, time, x0, args, name="model")
     z = jr.normal(key, x0.shape, x0.dtype)
-    return _dsm_term(model, sde, x0, time, z, parameterisation, weighting, args)
+    return _dsm_term(model, sde, x0, time, z, parameterization, weighting, args)
 
 
 def dsm_loss(
@@ -145,7 +142,7 @@ def dsm_loss(
     sde: AbstractForwardSDE,
     x0: Float[ArrayLike, "batch ..."],
     *,
-    parameterisation: Parameterisation = "noise",
+    parameterization: Parameterization = "noise",
     weighting: Weighting = "score",
     time_sampling: TimeSampling = "uniform",
     eps: float = 1e-5,
@@ -160,7 +157,7 @@ def dsm_loss(
 
     **Arguments:**
 
-    - `model`, `sde`, `parameterisation`, `weighting`, `args`: as for
+    - `model`, `sde`, `parameterization`, `weighting`, `args`: as for
       `denoising_score_matching`.
     - `x0`: a batch of data, leading axis the batch.
     - `time_sampling`: `"uniform"` (default), `"low_discrepancy"` or `"importance"`
@@ -173,23 +170,24 @@ def dsm_loss(
     A scalar. For `neurde.fit`, use `DSMLoss`, which has the `loss(model, batch, key)` form.
     """
     owner = "dsm_loss"
-    _check_options(owner, sde, parameterisation, weighting)
-    check_eps(owner, eps)
+    _check_options(owner, sde, parameterization, weighting)
+    eps = check_eps(owner, eps)
     _check_time_sampling(owner, time_sampling, weighting)
     x0 = jnp.asarray(x0)
-    if x0.ndim < 2:
-        raise ValueError(
-            f"{owner}: `x0` must be a batch with a leading batch axis, got shape {x0.shape}. "
-            "For one vector, use `x0[None]`; for one example at a fixed time, "
-            "`denoising_score_matching`."
-        )
-    check_score_output(owner, model, jnp.asarray(0.5, x0.dtype), x0[0], args, name="model")
+    check_batch(
+        owner,
+        "x0",
+        x0,
+        "For one vector, use `x0[None]`; for one example at a fixed time, "
+        "`denoising_score_matching`.",
+    )
+    check_score_fn(owner, model, jnp.asarray(0.5, x0.dtype), x0[0], args, name="model")
     time_key, noise_key = jr.split(key)
     t, weights = sample_times(sde, x0.shape[0], method=time_sampling, eps=eps, key=time_key)
     t, weights = t.astype(x0.dtype), weights.astype(x0.dtype)
     z = jr.normal(noise_key, x0.shape, x0.dtype)
     terms = jax.vmap(_dsm_term, in_axes=(None, None, 0, 0, 0, None, None, None))(
-        model, sde, x0, t, z, parameterisation, weighting, args
+        model, sde, x0, t, z, parameterization, weighting, args
     )
     return jnp.mean(weights * terms)
 
@@ -202,11 +200,11 @@ class DSMLoss(eqx.Module):
 
     **Arguments:**
 
-    - `sde`, `parameterisation`, `weighting`, `time_sampling`, `eps`: as for `dsm_loss`.
+    - `sde`, `parameterization`, `weighting`, `time_sampling`, `eps`: as for `dsm_loss`.
     """
 
     sde: AbstractForwardSDE
-    parameterisation: Parameterisation = eqx.field(static=True)
+    parameterization: Parameterization = eqx.field(static=True)
     weighting: Weighting = eqx.field(static=True)
     time_sampling: TimeSampling = eqx.field(static=True)
     eps: float = eqx.field(static=True)
@@ -215,16 +213,16 @@ class DSMLoss(eqx.Module):
         self,
         sde: AbstractForwardSDE,
         *,
-        parameterisation: Parameterisation = "noise",
+        parameterization: Parameterization = "noise",
         weighting: Weighting = "score",
         time_sampling: TimeSampling = "uniform",
         eps: float = 1e-5,
     ):
-        _check_options("DSMLoss", sde, parameterisation, weighting)
+        _check_options("DSMLoss", sde, parameterization, weighting)
         _check_time_sampling("DSMLoss", time_sampling, weighting)
-        check_eps("DSMLoss", eps)
+        eps = check_eps("DSMLoss", eps)
         self.sde = sde
-        self.parameterisation = parameterisation
+        self.parameterization = parameterization
         self.weighting = weighting
         self.time_sampling = time_sampling
         self.eps = eps
@@ -235,7 +233,7 @@ class DSMLoss(eqx.Module):
             model,
             self.sde,
             batch,
-            parameterisation=self.parameterisation,
+            parameterization=self.parameterization,
             weighting=self.weighting,
             time_sampling=self.time_sampling,
             eps=self.eps,

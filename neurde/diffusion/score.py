@@ -12,58 +12,35 @@ eqs. 6 and 13).
 """
 
 from collections.abc import Callable
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._types import Args
+from ._checks import PARAMETERIZATIONS, check_choice, check_sde
 from .forward import AbstractForwardSDE
 
-ScoreFn: TypeAlias = Callable[[Any, Array, Args], Array]
-"""`score(t, x, args)` for one example `x`, returning an array of `x`'s shape."""
 
-Parameterisation: TypeAlias = Literal["score", "noise"]
-PARAMETERISATIONS = ("score", "noise")
+class ScoreFn(Protocol):
+    r"""A score function `score(t, x, args)`: $\nabla_x \log p_t(x)$ at one example.
 
+    Any callable of this shape is one: a `Score`-wrapped network, `GaussianScore`, or a plain
+    function. It takes ONE example `x` at time `t` and returns an array of `x`'s shape;
+    samplers and the likelihood vmap it over batches.
+    """
 
-def check_parameterisation(owner: str, parameterisation: Any) -> None:
-    """Raise `ValueError` for anything but `"score"` or `"noise"`."""
-    if parameterisation not in PARAMETERISATIONS:
-        raise ValueError(
-            f"{owner}: unknown `parameterisation={parameterisation!r}`. Use 'score' when the "
-            "model predicts the score grad log p_t(x), or 'noise' when it predicts the noise "
-            "epsilon of x_t = alpha_t x0 + sigma_t epsilon."
-        )
+    def __call__(self, t: Any, x: Array, args: Args, /) -> Array:
+        """The score at time `t` and example `x`."""
+        ...
 
 
-def check_score_output(
-    owner: str, score_fn: Any, t: Any, x: Any, args: Any, name: str = "score_fn"
-) -> None:
-    """Trace `score_fn` on one example and check it returns an array of the example's shape."""
-    if not callable(score_fn):
-        raise TypeError(
-            f"{owner}: `{name}` must be callable as {name}(t, x, args) for one example, "
-            f"got {type(score_fn).__name__}. Wrap a network with "
-            "`neurde.diffusion.Score(model, sde, parameterisation)`."
-        )
-    try:
-        out = jax.eval_shape(score_fn, t, x, args)
-    except Exception as e:
-        raise ValueError(
-            f"{owner}: calling {name}(t, x, args) on one example of shape {tuple(x.shape)} "
-            "failed. Score models take ONE example (batches are vmapped) and "
-            f"the signature (t, x, args).\nUnderlying error: {type(e).__name__}: {e}"
-        ) from e
-    shape = getattr(out, "shape", None)
-    if shape != tuple(x.shape):
-        raise ValueError(
-            f"{owner}: {name} returns shape {shape} for an example of shape "
-            f"{tuple(x.shape)}; a score (or noise) has the example's shape. Check the output "
-            "size, and that it takes one example rather than a batch."
-        )
+Parameterization: TypeAlias = Literal["score", "noise"]
+# The API test and `help` read a docstring; Literal aliases have none of their own.
+Parameterization.__doc__ = (
+    """What a network predicts: `"score"` or `"noise"` (`Score`, `dsm_loss`)."""
+)
 
 
 class Score(eqx.Module):
@@ -78,42 +55,38 @@ class Score(eqx.Module):
 
     - `model`: a callable `model(t, x, args)` for one example (any neurde field or score net).
     - `sde`: the forward SDE the model was trained with.
-    - `parameterisation`: `"noise"` (default) or `"score"`, as in `neurde.diffusion.dsm_loss`.
+    - `parameterization`: `"noise"` (default) or `"score"`, as in `neurde.diffusion.dsm_loss`.
 
     References: Ho et al. 2020, eq. 11; Song et al. 2021, Appendix C.
     """
 
     model: Callable[..., Array]
     sde: AbstractForwardSDE
-    parameterisation: Parameterisation = eqx.field(static=True)
+    parameterization: Parameterization = eqx.field(static=True)
 
     def __init__(
         self,
         model: Callable[..., Array],
         sde: AbstractForwardSDE,
-        parameterisation: Parameterisation = "noise",
+        parameterization: Parameterization = "noise",
     ):
-        check_parameterisation("Score", parameterisation)
-        if not isinstance(sde, AbstractForwardSDE):
-            raise TypeError(
-                f"Score: `sde` must be a forward SDE (VESDE, VPSDE, SubVPSDE), got "
-                f"{type(sde).__name__}."
-            )
+        check_choice("Score", "parameterization", parameterization, PARAMETERIZATIONS)
+        check_sde("Score", sde)
         self.model = model
         self.sde = sde
-        self.parameterisation = parameterisation
+        self.parameterization = parameterization
 
     def __call__(self, t: Any, x: Array, args: Args = None) -> Array:
         """The score $\\nabla_x \\log p_t(x)$ at one example."""
         out = self.model(t, x, args)
-        if self.parameterisation == "score":
+        if self.parameterization == "score":
             return out
         return -out / self.sde.std(t)
 
     def noise(self, t: Any, x: Array, args: Args = None) -> Array:
         """The noise prediction $\\hat\\epsilon(t, x)$ at one example."""
         out = self.model(t, x, args)
-        if self.parameterisation == "noise":
+        if self.parameterization == "noise":
             return out
         return -self.sde.std(t) * out
 
@@ -145,8 +118,8 @@ class GaussianScore(eqx.Module):
         mean, cov = jnp.asarray(mean), jnp.asarray(cov)
         if mean.ndim != 1 or cov.shape != (mean.shape[0], mean.shape[0]):
             raise ValueError(
-                f"GaussianScore: needs `mean` of shape (d,) and `cov` of shape (d, d), got "
-                f"{mean.shape} and {cov.shape}."
+                "GaussianScore: `mean` and `cov` must have shapes (d,) and (d, d), got "
+                f"{mean.shape} and {cov.shape}. Pass one mean vector and its covariance matrix."
             )
         self.sde = sde
         self.mean = mean
@@ -174,7 +147,18 @@ def reverse_drift(
 ) -> Array:
     r"""Drift of the reverse-time SDE, $f(t)x - g(t)^2 \nabla\log p_t(x)$ (Song et al. eq. 6).
 
-    The reverse SDE runs backwards, $dx = [\text{this}]\,dt + g\,d\bar W$ with $dt < 0$.
+    The reverse SDE runs backwards, $dx = [\text{this}]\,dt + g\,d\bar W$ with $dt < 0$;
+    its Euler–Maruyama steps are `EulerMaruyama` and `PredictorCorrector`'s predictor.
+
+    **Arguments:**
+
+    - `sde`: the forward SDE.
+    - `score_fn`: `score_fn(t, x, args)` for one example.
+    - `t`, `x`, `args`: the time, ONE example, and the score's extra arguments.
+
+    **Returns:**
+
+    The drift, an array of `x`'s shape.
     """
     return sde.drift(t, x) - sde.diffusion(t) ** 2 * score_fn(t, x, args)
 
@@ -182,17 +166,25 @@ def reverse_drift(
 def probability_flow_drift(
     sde: AbstractForwardSDE, score_fn: ScoreFn, t: Any, x: Array, args: Args = None
 ) -> Array:
-    r"""The probability-flow ODE $dx/dt = f(t)x - \tfrac12 g(t)^2 \nabla\log p_t(x)$ (eq. 13)."""
+    r"""The probability-flow ODE $dx/dt = f(t)x - \tfrac12 g(t)^2 \nabla\log p_t(x)$ (eq. 13).
+
+    It has the marginals of the forward SDE; `ProbabilityFlow` solves it from $T$ to the data
+    and `log_likelihood` from the data to $T$, with its divergence.
+
+    **Arguments:** as for `reverse_drift`.
+
+    **Returns:**
+
+    $dx/dt$, an array of `x`'s shape.
+    """
     return sde.drift(t, x) - 0.5 * sde.diffusion(t) ** 2 * score_fn(t, x, args)
 
 
 __all__ = [
     "GaussianScore",
-    "Parameterisation",
+    "Parameterization",
     "Score",
     "ScoreFn",
-    "check_parameterisation",
-    "check_score_output",
     "probability_flow_drift",
     "reverse_drift",
 ]

@@ -2,13 +2,13 @@ r"""Small score networks: an MLP for vectors and a U-Net-like conv net for 8x8 i
 
 Both are neurde fields, `net(t, x, args)` for ONE example, returning an array of `x`'s shape;
 what that output means (score or noise) is fixed by the training loss and read back with
-`neurde.diffusion.Score(net, sde, parameterisation)`. Time enters through a fixed sinusoidal
+`neurde.diffusion.Score(net, sde, parameterization)`. Time enters through a fixed sinusoidal
 (Vaswani et al. 2017; Ho et al. 2020) or random Gaussian Fourier embedding (Tancik et al.
 2020; Song et al. 2021).
 """
 
 import math
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import equinox as eqx
 import jax
@@ -19,8 +19,13 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._types import Args, Scalar
 from ..discrete.fields import ScanConv
 from ..fields import AbstractField
+from ._checks import check_choice, check_integer
 
-Embedding = Literal["sinusoidal", "fourier"]
+Embedding: TypeAlias = Literal["sinusoidal", "fourier"]
+# The API test and `help` read a docstring; Literal aliases have none of their own.
+Embedding.__doc__ = """A time embedding: `"sinusoidal"` (fixed) or `"fourier"` (random features)
+(`TimeEmbedding`)."""
+EMBEDDINGS = {"sinusoidal": "DDPM's fixed frequencies", "fourier": "random Gaussian frequencies"}
 
 
 class TimeEmbedding(eqx.Module):
@@ -45,19 +50,19 @@ class TimeEmbedding(eqx.Module):
     def __init__(
         self, size: int, kind: Embedding = "sinusoidal", scale: float = 4.0, *, key: PRNGKeyArray
     ):
-        if not isinstance(size, int) or size < 2 or size % 2:
-            raise ValueError(f"TimeEmbedding: `size` must be an even integer >= 2, got {size!r}.")
+        check_choice("TimeEmbedding", "kind", kind, EMBEDDINGS)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 2 or size % 2:
+            raise ValueError(
+                f"TimeEmbedding: `size` must be an even integer >= 2, got {size!r}. Half the "
+                "features are sines, half cosines."
+            )
         half = size // 2
         if kind == "sinusoidal":
             self.frequencies = 1000.0 * jnp.exp(
                 -math.log(10000.0) * jnp.arange(half) / max(half - 1, 1)
             )
-        elif kind == "fourier":
-            self.frequencies = 2 * math.pi * scale * jr.normal(key, (half,))
         else:
-            raise ValueError(
-                f"TimeEmbedding: unknown `kind={kind!r}`; choose 'sinusoidal' or 'fourier'."
-            )
+            self.frequencies = 2 * math.pi * scale * jr.normal(key, (half,))
         self.kind = kind
 
     def __call__(self, t: Scalar) -> Float[Array, " size"]:
@@ -76,7 +81,7 @@ class ScoreMLP(AbstractField):
     - `width_size`, `depth`: hidden width and number of hidden layers (SiLU activations).
     - `embedding_size`: number of time features.
     - `embedding`: `"sinusoidal"` (default) or `"fourier"` (`TimeEmbedding`).
-    - `key`: initialisation key.
+    - `key`: initialization key.
     """
 
     embed: TimeEmbedding
@@ -93,8 +98,7 @@ class ScoreMLP(AbstractField):
         embedding: Embedding = "sinusoidal",
         key: PRNGKeyArray,
     ):
-        if not isinstance(size, int) or size < 1:
-            raise ValueError(f"ScoreMLP: `size` must be an integer >= 1, got {size!r}.")
+        check_integer("ScoreMLP", "size", size, fix="It is the dimension of the data.")
         embed_key, mlp_key = jr.split(key)
         self.embed = TimeEmbedding(embedding_size, embedding, key=embed_key)
         self.mlp = eqx.nn.MLP(
@@ -107,9 +111,9 @@ class ScoreMLP(AbstractField):
         del args
         if y.shape != (self.size,):
             raise ValueError(
-                f"ScoreMLP: the input has shape {y.shape} but the network was built for "
-                f"shape ({self.size},). Pass one example (vmap over a batch), or build it "
-                "with the right `size`."
+                f"ScoreMLP: the input `y` must have shape ({self.size},), the one the network "
+                f"was built for, got {y.shape}. Pass one example (vmap over a batch), or build "
+                "it with the right `size`."
             )
         return self.mlp(jnp.concatenate([y, self.embed(t).astype(y.dtype)]))
 
@@ -154,7 +158,7 @@ class ScoreConvNet(AbstractField):
     8x8, concatenation with the skip connection, a block, and a 3x3 convolution to the input
     channels. Each block adds a per-channel bias computed from the time embedding (as in
     Ho et al. 2020's residual blocks). Samplers call the network inside `lax.scan`, where
-    XLA:CPU runs `lax.conv` 20–30x slower than shifted slices and an einsum, so the
+    XLA:CPU runs `lax.conv` much slower than shifted slices and an einsum, so the
     convolutions are `neurde.discrete.ScanConv` (the stride-2 one is a same-padded one
     subsampled, the transposed one a single einsum). Any even height and width work; the
     default sizes are chosen for 8x8.
@@ -165,7 +169,7 @@ class ScoreConvNet(AbstractField):
     - `in_channels`: channels of the image (default 1).
     - `embedding_size`: number of time features.
     - `embedding`: `"sinusoidal"` (default) or `"fourier"`.
-    - `key`: initialisation key.
+    - `key`: initialization key.
 
     References: Ronneberger, Fischer, Brox, "U-Net", MICCAI 2015; Ho et al. 2020.
     """
@@ -190,9 +194,8 @@ class ScoreConvNet(AbstractField):
         embedding: Embedding = "sinusoidal",
         key: PRNGKeyArray,
     ):
-        for name, value in (("channels", channels), ("in_channels", in_channels)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"ScoreConvNet: `{name}` must be an integer >= 1, got {value!r}.")
+        check_integer("ScoreConvNet", "channels", channels)
+        check_integer("ScoreConvNet", "in_channels", in_channels)
         keys = jr.split(key, 9)
         c, e = channels, embedding_size
         self.embed = TimeEmbedding(e, embedding, key=keys[0])
@@ -211,9 +214,9 @@ class ScoreConvNet(AbstractField):
         del args
         if y.ndim != 3 or y.shape[0] != self.in_channels or y.shape[1] % 2 or y.shape[2] % 2:
             raise ValueError(
-                f"ScoreConvNet: expects one image of shape ({self.in_channels}, H, W) with "
-                f"even H and W (e.g. (1, 8, 8)), got shape {y.shape}. Add the channel axis "
-                "with `x[None]`, and vmap over a batch."
+                f"ScoreConvNet: the input `y` must be one image of shape ({self.in_channels}, "
+                f"H, W) with even H and W (e.g. (1, 8, 8)), got {y.shape}. Add the channel "
+                "axis with `x[None]`, and vmap over a batch."
             )
         emb = jax.nn.silu(self.embed_mlp(self.embed(t).astype(y.dtype)))
         high = self.block_high(self.conv_in(y), emb)
@@ -224,4 +227,4 @@ class ScoreConvNet(AbstractField):
         return self.conv_out(out)
 
 
-__all__ = ["ScoreConvNet", "ScoreMLP", "TimeEmbedding"]
+__all__ = ["Embedding", "ScoreConvNet", "ScoreMLP", "TimeEmbedding"]

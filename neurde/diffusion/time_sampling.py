@@ -15,26 +15,19 @@ Three estimators of that average:
   Sec. 5).
 """
 
-from typing import Any, Literal, TypeAlias
+from typing import Literal, TypeAlias
 
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._checks import TIME_SAMPLINGS, check_choice, check_eps, check_integer
 from .forward import AbstractForwardSDE
 
 TimeSampling: TypeAlias = Literal["uniform", "low_discrepancy", "importance"]
-TIME_SAMPLINGS = ("uniform", "low_discrepancy", "importance")
-
-
-def check_eps(owner: str, eps: Any) -> None:
-    """Raise `ValueError` unless `0 < eps < T`."""
-    if not isinstance(eps, int | float) or not 0 < eps < AbstractForwardSDE.T:
-        raise ValueError(
-            f"{owner}: `eps` (the smallest diffusion time) must be a float in (0, 1), got "
-            f"{eps!r}. The score is singular at t = 0; use e.g. eps=1e-5 for training and "
-            "likelihoods, 1e-3 for sampling (Song et al. 2021)."
-        )
+# The API test and `help` read a docstring; Literal aliases have none of their own.
+TimeSampling.__doc__ = """How training times are drawn: `"uniform"`, `"low_discrepancy"` or
+`"importance"` (`sample_times`, `dsm_loss`)."""
 
 
 def sample_times(
@@ -61,14 +54,9 @@ def sample_times(
     \int_\epsilon^T \ell(t)\,dt$ for any $\ell$. The weights are 1 except for `"importance"`.
     """
     owner = "sample_times"
-    check_eps(owner, eps)
-    if method not in TIME_SAMPLINGS:
-        raise ValueError(
-            f"{owner}: unknown `method={method!r}`; choose 'uniform', 'low_discrepancy' or "
-            "'importance'."
-        )
-    if not isinstance(num, int) or num < 1:
-        raise ValueError(f"{owner}: `num` must be an integer >= 1, got {num!r}.")
+    eps = check_eps(owner, eps)
+    check_choice(owner, "method", method, TIME_SAMPLINGS)
+    check_integer(owner, "num", num, fix="It is the number of times, the batch size.")
     T = sde.T
     if method == "uniform":
         t = jr.uniform(key, (num,), minval=eps, maxval=T)
@@ -87,4 +75,4 @@ def sample_times(
     return t, 1.0 / ((T - eps) * density)
 
 
-__all__ = ["TimeSampling", "check_eps", "sample_times"]
+__all__ = ["TimeSampling", "sample_times"]

@@ -72,18 +72,28 @@ def test_bad_sampler_hyperparameters():
         nd.PredictorCorrector(10, snr=0.0)
     with pytest.raises(ValueError, match=r"ProbabilityFlow: `rtol` must be > 0"):
         nd.ProbabilityFlow(rtol=0.0)
-    with pytest.raises(ValueError, match=r"unknown `time_grid='log'`.*'logsnr'"):
+    with pytest.raises(ValueError, match=r"DDIM: `time_grid` must be 'uniform' .*'logsnr'"):
         nd.DDIM(10, time_grid="log")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"time_grid: `kind` must be .*'edm' .*, got 'log'\."):
+        nd.time_grid(VP, 10, "log")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"EDMHeun: `rho` must be > 0, got 0.0"):
+        nd.EDMHeun(10, rho=0.0)
+    with pytest.raises(ValueError, match=r"EDMHeun: `s_noise` must be > 0, got -1.0"):
+        nd.EDMHeun(10, s_noise=-1.0)
+    with pytest.raises(ValueError, match=r"ProbabilityFlow: `atol` must be > 0.*1e-5"):
+        nd.ProbabilityFlow(atol=jnp.array(-1.0))
+    with pytest.raises(ValueError, match=r"`max_steps` must be an integer >= 1, got 0.*raise it"):
+        nd.ProbabilityFlow(max_steps=0)
 
 
 @pytest.mark.parametrize("sde", [VE, SUBVP], ids=["VE", "subVP"])
 def test_ancestral_sampling_needs_the_vp_sde(sde):
-    with pytest.raises(ValueError, match=r"Ancestral: .*VP SDE only, got sde=.*EulerMaruyama"):
+    with pytest.raises(ValueError, match=r"Ancestral: `sde` must be a VPSDE .*got \w+\. Use `Eul"):
         nd.sample(nd.Ancestral(10), SCORE, sde, 4, (2,), key=KEY)
 
 
 def test_ddpm_schedule_needs_the_vp_sde():
-    with pytest.raises(TypeError, match=r"ddpm_schedule: .*VP SDE; got VESDE"):
+    with pytest.raises(TypeError, match=r"ddpm_schedule: `sde` must be a VPSDE .*got VESDE"):
         nd.ddpm_schedule(VE, 100)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"`num_steps` must be an integer >= 2"):
         nd.ddpm_schedule(VP, 1)
@@ -93,12 +103,15 @@ def test_wrong_shaped_score_output():
     def bad(t, x, args):
         return jnp.concatenate([x, x])
 
-    with pytest.raises(ValueError, match=r"sample_from: score_fn returns shape \(4,\) for an"):
+    shape_error = r"`score_fn` must return an array of the example's shape \(2,\), got shape \(4,\)"
+    with pytest.raises(ValueError, match=r"sample_from: " + shape_error):
         nd.sample(nd.DDIM(5), bad, VP, 4, (2,), key=KEY)
-    with pytest.raises(ValueError, match=r"log_likelihood: score_fn returns shape \(4,\)"):
+    with pytest.raises(ValueError, match=r"log_likelihood: " + shape_error):
         nd.log_likelihood(bad, VP, jnp.ones(2))
-    with pytest.raises(ValueError, match=r"dsm_loss: model returns shape \(4,\)"):
+    with pytest.raises(ValueError, match=r"dsm_loss: `model` must return .* got shape \(4,\)"):
         nd.dsm_loss(bad, VP, jnp.ones((3, 2)), key=KEY)
+    with pytest.raises(TypeError, match=r"log_likelihood: `score_fn` must be callable .*got int"):
+        nd.log_likelihood(3, VP, jnp.ones(2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"calling score_fn\(t, x, args\) on one example"):
         nd.sample(nd.DDIM(5), lambda t, x: x, VP, 4, (2,), key=KEY)
 
@@ -106,15 +119,22 @@ def test_wrong_shaped_score_output():
 def test_stochastic_samplers_need_a_key():
     x_T = jnp.ones((4, 2))
     for sampler in (nd.EulerMaruyama(5), nd.DDIM(5, eta=0.5), nd.EDMHeun(5, churn=1.0)):
-        with pytest.raises(ValueError, match=r"is stochastic .* needs a key: pass `key="):
+        name = type(sampler).__name__
+        with pytest.raises(ValueError, match=name + r": `key` must be a PRNG key, got None: "):
             nd.sample_from(sampler, SCORE, VP, x_T)
 
 
 def test_bad_sample_arguments():
-    with pytest.raises(ValueError, match=r"`x_T` must be a batch"):
+    with pytest.raises(ValueError, match=r"`x_T` must be a batch .*got shape \(2,\)"):
         nd.sample_from(nd.DDIM(5), SCORE, VP, jnp.ones(2))
-    with pytest.raises(ValueError, match=r"`num_samples` must be an integer >= 1"):
+    with pytest.raises(TypeError, match=r"sample_from: `x_T` must be floating, got dtype int32"):
+        nd.sample_from(nd.DDIM(5), SCORE, VP, jnp.ones((4, 2), jnp.int32))
+    with pytest.raises(ValueError, match=r"`num_samples` must be an integer >= 1, got 0"):
         nd.sample(nd.DDIM(5), SCORE, VP, 0, (2,), key=KEY)
+    with pytest.raises(ValueError, match=r"sample: `shape` must be a tuple of positive integ"):
+        nd.sample(nd.DDIM(5), SCORE, VP, 4, (2, 0), key=KEY)
+    with pytest.raises(TypeError, match=r"sample_from: `score_fn` must be callable"):
+        nd.sample_from(nd.DDIM(5), "score", VP, jnp.ones((4, 2)))  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"`sampler` must be a neurde.diffusion sampler"):
         nd.sample("ddim", SCORE, VP, 4, (2,), key=KEY)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"`sde` must be a forward SDE"):
@@ -123,49 +143,75 @@ def test_bad_sample_arguments():
 
 def test_bad_loss_options():
     x0 = jnp.ones((4, 2))
-    with pytest.raises(ValueError, match=r"unknown `weighting='simple'`.*DDPM's simple loss"):
+    with pytest.raises(ValueError, match=r"`weighting` must be .*simple loss.*got 'simple'"):
         nd.dsm_loss(SCORE, VP, x0, weighting="simple", key=KEY)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"unknown `parameterisation='eps'`.*'noise'"):
-        nd.dsm_loss(SCORE, VP, x0, parameterisation="eps", key=KEY)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"unknown `time_sampling='sobol'`"):
+    with pytest.raises(ValueError, match=r"`parameterization` must be 'score' .*got 'eps'"):
+        nd.dsm_loss(SCORE, VP, x0, parameterization="eps", key=KEY)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"Score: `parameterization` must be .*'noise'"):
+        nd.Score(SCORE, VP, "epsilon")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"DSMLoss: `time_sampling` must be .*got 'sobol'"):
         nd.DSMLoss(VP, time_sampling="sobol")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"time_sampling='importance'.*weighting='likelihood'"):
+    with pytest.raises(ValueError, match=r"`weighting` must be 'likelihood' with time_sampling="):
         nd.DSMLoss(VP, time_sampling="importance", weighting="score")
-    with pytest.raises(ValueError, match=r"`x0` must be a batch"):
+    with pytest.raises(ValueError, match=r"`x0` must be a batch .*got shape \(2,\)\. For one"):
         nd.dsm_loss(SCORE, VP, jnp.ones(2), key=KEY)
-    with pytest.raises(ValueError, match=r"unknown `method='halton'`"):
+    with pytest.raises(ValueError, match=r"sample_times: `method` must be .*got 'halton'"):
         nd.sample_times(VP, 4, method="halton", key=KEY)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"sample_times: `num` must be an integer >= 1, got 0"):
+        nd.sample_times(VP, 0, key=KEY)
+    with pytest.raises(TypeError, match=r"dsm_loss: `sde` must be a forward SDE .*got str"):
+        nd.dsm_loss(SCORE, "vp", x0, key=KEY)  # type: ignore[arg-type]
 
 
 def test_bad_sde_parameters():
-    with pytest.raises(ValueError, match=r"VESDE: needs 0 < sigma_min < sigma_max"):
+    between = r"`{0}_min` and `{0}_max` must satisfy 0 < {0}_min < {0}_max, got {0}_min="
+    with pytest.raises(ValueError, match=r"VESDE: " + between.format("sigma")):
         nd.VESDE(sigma_min=1.0, sigma_max=0.5)
-    with pytest.raises(ValueError, match=r"VPSDE: needs 0 < beta_min < beta_max"):
+    with pytest.raises(ValueError, match=r"VPSDE: " + between.format("beta")):
         nd.VPSDE(beta_min=-0.1)
-    with pytest.raises(ValueError, match=r"SubVPSDE: needs 0 < beta_min < beta_max"):
+    with pytest.raises(ValueError, match=r"SubVPSDE: `beta_min` and `beta_max` must satisfy"):
         nd.SubVPSDE(beta_min=30.0)
-    with pytest.raises(TypeError, match=r"Score: `sde` must be a forward SDE"):
+    with pytest.raises(TypeError, match=r"Score: `sde` must be a forward SDE .*got NoneType"):
         nd.Score(SCORE, None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"GaussianScore: `mean` and `cov` must have shapes"):
+        nd.GaussianScore(VP, jnp.zeros(2), jnp.eye(3))
 
 
 def test_bad_likelihood_options():
-    with pytest.raises(ValueError, match=r"trace='hutchinson' draws random probes and needs"):
-        nd.log_likelihood(SCORE, VP, jnp.ones(2), trace="hutchinson")
-    with pytest.raises(ValueError, match=r"unknown `probe='sphere'`"):
-        nd.log_likelihood(SCORE, VP, jnp.ones(2), trace="hutchinson", probe="sphere", key=KEY)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"unknown `trace='approx'`"):
-        nd.log_likelihood(SCORE, VP, jnp.ones(2), trace="approx")  # type: ignore[arg-type]
+    x = jnp.ones(2)
+    with pytest.raises(ValueError, match=r"`key` must be a PRNG key, got None: estimator='hutc"):
+        nd.log_likelihood(SCORE, VP, x, estimator="hutchinson")
+    with pytest.raises(ValueError, match=r"log_likelihood: `probe` must be .*got 'sphere'"):
+        nd.log_likelihood(SCORE, VP, x, estimator="hutchinson", probe="sphere", key=KEY)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"`num_probes` must be an integer >= 1, got 0"):
+        nd.log_likelihood(SCORE, VP, x, estimator="hutchinson", num_probes=0, key=KEY)
+    with pytest.raises(ValueError, match=r"`estimator` must be 'exact' .*got 'approx'"):
+        nd.log_likelihood(SCORE, VP, x, estimator="approx")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"log_likelihood: `rtol` must be > 0, got 0.0"):
+        nd.log_likelihood(SCORE, VP, x, rtol=0.0)
+    with pytest.raises(ValueError, match=r"log_likelihood: `atol` must be > 0, got Array"):
+        nd.log_likelihood(SCORE, VP, x, atol=jnp.array(-1e-5))
+    with pytest.raises(ValueError, match=r"log_likelihood: `max_steps` must be an integer >= 1"):
+        nd.log_likelihood(SCORE, VP, x, max_steps=0)
+    with pytest.raises(TypeError, match=r"log_likelihood: `x` must be floating, got dtype int32"):
+        nd.log_likelihood(SCORE, VP, jnp.ones(2, jnp.int32))
 
 
 def test_ema_and_score_net_errors():
     with pytest.raises(ValueError, match=r"ema_update: `decay` must lie in \[0, 1\], got 1.5"):
         nd.ema_update(SCORE, SCORE, 1.5)
     other = nd.GaussianScore(VP, jnp.zeros(3), jnp.eye(3))
-    with pytest.raises(ValueError, match=r"different structures"):
+    with pytest.raises(ValueError, match=r"`ema_model` must have the structure of `model`"):
         nd.ema_update(SCORE, eqx.tree_at(lambda s: s.sde, other, VE), 0.9)
     net = nd.ScoreMLP(2, 8, 1, key=KEY)
-    with pytest.raises(ValueError, match=r"ScoreMLP: the input has shape \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"ScoreMLP: the input `y` must have shape \(2,\), .*got"):
         net(0.5, jnp.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"ScoreMLP: `size` must be an integer >= 1, got 0"):
+        nd.ScoreMLP(0, key=KEY)
+    with pytest.raises(ValueError, match=r"ScoreConvNet: `channels` must be an integer >= 1"):
+        nd.ScoreConvNet(0, key=KEY)
+    with pytest.raises(ValueError, match=r"TimeEmbedding: `kind` must be 'sinusoidal' .*got 'x'"):
+        nd.TimeEmbedding(4, "x", key=KEY)  # type: ignore[arg-type]
     # ScoreConvNet's input-shape error: tests/diffusion/test_losses.py (it builds one).
     with pytest.raises(ValueError, match=r"TimeEmbedding: `size` must be an even integer"):
         nd.TimeEmbedding(3, key=KEY)

@@ -72,7 +72,7 @@ def test_hutchinson_estimate_is_unbiased():
         @jax.jit
         def estimate(key, probe=probe):
             return nd.log_likelihood(
-                score, sde, x, eps=EPS, trace="hutchinson", probe=probe, key=key
+                score, sde, x, eps=EPS, estimator="hutchinson", probe=probe, key=key
             ).logp
 
         values = np.asarray(jax.vmap(estimate)(jr.split(jr.key(0), 400)), np.float64)

@@ -31,10 +31,10 @@ def dsm_minimum(sde, t, weighting):
 
 
 @eqx.filter_jit
-def losses_at(model, sde, x0, t, keys, parameterisation, weighting):
+def losses_at(model, sde, x0, t, keys, parameterization, weighting):
     def one(x, k):
         return nd.denoising_score_matching(
-            model, sde, x, t, parameterisation=parameterisation, weighting=weighting, key=k
+            model, sde, x, t, parameterization=parameterization, weighting=weighting, key=k
         )
 
     return jax.vmap(one)(x0, keys)
@@ -52,7 +52,7 @@ def losses_at(model, sde, x0, t, keys, parameterisation, weighting):
 def test_exact_score_attains_the_known_dsm_minimum(sde, weighting):
     # E over x0 ~ N(m, S), z of lambda ||s*(x_t) + z/sigma||^2 equals
     # lambda (d/sigma^2 - tr Sigma_t^{-1}) (the Fisher information of p_t is Sigma_t^{-1}).
-    # Tolerance: 4 standard errors of the Monte Carlo mean. The noise parameterisation
+    # Tolerance: 4 standard errors of the Monte Carlo mean. The noise parameterization
     # of the same model gives the same per-example losses.
     t = 0.3
     score = nd.GaussianScore(sde, MEAN, COV)
@@ -77,7 +77,7 @@ def test_exact_score_is_a_stationary_point_and_perturbations_cost_lambda_d_c2():
     def one(c, x, k):
         shifted = lambda t, y, args: score(t, y) + c  # noqa: E731
         return nd.denoising_score_matching(
-            shifted, sde, x, t, parameterisation="score", weighting="none", key=k
+            shifted, sde, x, t, parameterization="score", weighting="none", key=k
         )
 
     per_example = jax.jit(jax.vmap(jax.value_and_grad(one), in_axes=(None, 0, 0)))
@@ -208,7 +208,7 @@ def test_score_nets_shapes_and_input_gradient_against_finite_differences():
             np.testing.assert_allclose(
                 grad, central_differences(fn, x.reshape(-1)), rtol=1e-6, atol=1e-9
             )
-    with pytest.raises(ValueError, match=r"ScoreConvNet: expects one image of shape \(1, H, W\)"):
+    with pytest.raises(ValueError, match=r"ScoreConvNet: the input `y` must be one image of shape"):
         conv(0.5, jnp.ones((8, 8)))
 
 

@@ -3,7 +3,7 @@
 Data N(m, S) in 2-D with a non-diagonal S. Under every forward SDE here the marginal is
 N(alpha_t m, alpha_t^2 S + sigma_t^2 I), so the exact score is known
 (`neurde.diffusion.GaussianScore`) and so is the probability-flow map: it keeps the
-standardised coordinate in S's eigenbasis fixed,
+standardized coordinate in S's eigenbasis fixed,
 x_t = alpha_t m + Sigma_t^{1/2} Sigma_T^{-1/2} (x_T - alpha_T m).
 """
 
@@ -104,7 +104,7 @@ def test_samples_match_the_data_moments_and_nfe_is_counted(sde, sampler, bias):
     xs = np.asarray(xs, np.float64)
     assert xs.shape == (N_SAMPLES, 2) and np.all(np.isfinite(xs))
     # Tolerance: 4 standard errors of the sample mean and covariance, plus `bias` for the
-    # discretisation at this NFE and, for VE, the prior N(0, 50^2) instead of the true
+    # discretization at this NFE and, for VE, the prior N(0, 50^2) instead of the true
     # marginal (a mean offset of about |m| sqrt(S) / sigma_max ~ 0.01).
     se_mean = np.sqrt(np.diag(COV) / N_SAMPLES)
     se_cov = np.sqrt((np.outer(np.diag(COV), np.diag(COV)) + COV**2) / N_SAMPLES)

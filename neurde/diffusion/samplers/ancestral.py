@@ -6,16 +6,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, PRNGKeyArray
+from jaxtyping import Array
 
-from ..._types import Args
+from .._checks import check_eps, check_steps
 from ..ddpm import respaced_betas
 from ..forward import VPSDE, AbstractForwardSDE
-from ..score import ScoreFn
-from .base import AbstractSampler, bind_args, check_sampling_eps, check_steps, require_key
+from ._fixed_grid import AbstractFixedGridSampler, BatchedScore, Keys
 
 
-class Ancestral(AbstractSampler):
+class Ancestral(AbstractFixedGridSampler[Array]):
     r"""DDPM's ancestral sampling (Ho et al. 2020, Algorithm 2), in score form.
 
     On $N$ times $t_N = T > \dots > t_1 = \epsilon$, uniform, and $t_0 = 0$, with the
@@ -30,7 +29,7 @@ class Ancestral(AbstractSampler):
     so the samples are at $t = 0$. One score evaluation per step.
 
     Defined for `VPSDE` only: the update is the Gaussian posterior of DDPM's chain, which
-    is the VP SDE's discretisation (for VE, Song et al.'s "reverse diffusion" predictor is
+    is the VP SDE's discretization (for VE, Song et al.'s "reverse diffusion" predictor is
     the analogue; use `EulerMaruyama` or `DDIM(eta=1)` there).
 
     **Arguments:**
@@ -47,39 +46,37 @@ class Ancestral(AbstractSampler):
 
     def __init__(self, steps: int = 1000, *, eps: float = 1e-3):
         self.steps = check_steps("Ancestral", steps)
-        self.eps = check_sampling_eps("Ancestral", eps)
+        self.eps = check_eps("Ancestral", eps)
 
-    def run(
-        self,
-        score_fn: ScoreFn,
-        sde: AbstractForwardSDE,
-        x_T: Array,
-        args: Args,
-        key: PRNGKeyArray | None,
-    ) -> tuple[Array, Array]:
+    def nfe(self) -> int:
+        return self.steps
+
+    def randomness(self) -> str:
+        return "it adds fresh noise at every step"
+
+    def init(self, sde: AbstractForwardSDE, x_T: Array, keys: Keys) -> tuple[Array, Any]:
         if not isinstance(sde, VPSDE):
             raise ValueError(
-                f"Ancestral: DDPM's ancestral sampling is defined for the VP SDE only, got "
-                f"sde={type(sde).__name__}(...). Use `EulerMaruyama`, `PredictorCorrector` "
-                "or `DDIM(eta=1.0)` for VE and sub-VP SDEs."
+                "Ancestral: `sde` must be a VPSDE (DDPM's ancestral sampling is defined for "
+                f"the VP SDE only), got {type(sde).__name__}. Use `EulerMaruyama`, "
+                "`PredictorCorrector` or `DDIM(eta=1.0)` for VE and sub-VP SDEs."
             )
-        key = require_key("Ancestral", key, "it adds fresh noise at every step")
-        score = bind_args(score_fn, args)
         n, dtype = self.steps, x_T.dtype
         increasing = self.eps + (sde.T - self.eps) * jnp.arange(n, dtype=dtype) / max(n - 1, 1)
         if n == 1:
             increasing = jnp.full((1,), sde.T, dtype)
-        betas = respaced_betas(sde, increasing)
         noisy = (jnp.arange(n) > 0).astype(dtype)
+        # Indexed i = 1..N along increasing times, each with key i; the chain runs i = N..1.
+        inputs = (increasing, respaced_betas(sde, increasing), noisy, keys)
+        return x_T, jax.tree.map(lambda a: a[::-1], inputs)
 
-        def step(x: Array, inputs: Any) -> tuple[Array, None]:
-            t, beta, on, k = inputs
-            mean = (x + beta * score(t, x)) / jnp.sqrt(1 - beta)
-            return mean + on * jnp.sqrt(beta) * jr.normal(k, x.shape, dtype), None
+    def step(self, score: BatchedScore, state: Array, inputs: Any) -> Array:
+        t, beta, noisy, key = inputs
+        mean = (state + beta * score(t, state)) / jnp.sqrt(1 - beta)
+        return mean + noisy * jnp.sqrt(beta) * jr.normal(key, state.shape, state.dtype)
 
-        xs = (increasing, betas, noisy, jr.split(key, n))
-        x, _ = jax.lax.scan(step, x_T, xs, reverse=True)
-        return x, jnp.asarray(n)
+    def finish(self, score: BatchedScore, state: Array, keys: Keys) -> Array:
+        return state
 
 
 __all__ = ["Ancestral"]

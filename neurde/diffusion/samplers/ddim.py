@@ -3,27 +3,17 @@ r"""DDIM: denoising diffusion implicit models, the eta family."""
 from typing import Any
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, PRNGKeyArray
+from jaxtyping import Array
 
-from ..._types import Args
+from .._checks import check_in_range, check_schedule
 from ..forward import AbstractForwardSDE
-from ..score import ScoreFn
-from .base import (
-    AbstractSampler,
-    TimeGrid,
-    bind_args,
-    check_sampling_eps,
-    check_steps,
-    check_time_grid,
-    require_key,
-    time_grid,
-)
+from ._fixed_grid import AbstractFixedGridSampler, BatchedScore, Keys
+from .base import TimeGrid, time_grid
 
 
-class DDIM(AbstractSampler):
+class DDIM(AbstractFixedGridSampler[Array]):
     r"""DDIM sampling (Song, Meng, Ermon 2021, eq. 12), for any $(\alpha_t, \sigma_t)$.
 
     From $t$ to $s < t$, with $\hat\epsilon = -\sigma_t s_\theta(t, x_t)$ and the predicted
@@ -50,63 +40,43 @@ class DDIM(AbstractSampler):
     References: Song, Meng, Ermon, "Denoising Diffusion Implicit Models", ICLR 2021.
     """
 
-    steps: int = eqx.field(static=True)
-    eta: float = eqx.field(static=True)
-    eps: float = eqx.field(static=True)
-    time_grid: TimeGrid = eqx.field(static=True)
+    steps: int = eqx.field(static=True, default=50)
+    eta: float = eqx.field(static=True, default=0.0, kw_only=True)
+    eps: float = eqx.field(static=True, default=1e-3, kw_only=True)
+    time_grid: TimeGrid = eqx.field(static=True, default="uniform", kw_only=True)
 
-    def __init__(
-        self,
-        steps: int = 50,
-        *,
-        eta: float = 0.0,
-        eps: float = 1e-3,
-        time_grid: TimeGrid = "uniform",
-    ):
-        self.steps = check_steps("DDIM", steps)
-        if not 0 <= eta <= 1:
-            raise ValueError(
-                f"DDIM: `eta` must lie in [0, 1], got {eta!r}. eta=0 is deterministic DDIM, "
-                "eta=1 ancestral sampling."
-            )
-        self.eta = float(eta)
-        self.eps = check_sampling_eps("DDIM", eps)
-        check_time_grid("DDIM", time_grid)
-        self.time_grid = time_grid
+    def __check_init__(self):
+        check_schedule("DDIM", self.steps, self.eps, self.time_grid)
+        fix = "eta=0 is deterministic DDIM, eta=1 ancestral sampling."
+        check_in_range("DDIM", "eta", self.eta, 0, 1, fix)
 
-    def run(
-        self,
-        score_fn: ScoreFn,
-        sde: AbstractForwardSDE,
-        x_T: Array,
-        args: Args,
-        key: PRNGKeyArray | None,
-    ) -> tuple[Array, Array]:
-        stochastic = self.eta > 0
-        if stochastic:
-            key = require_key("DDIM", key, f"eta={self.eta} > 0 adds noise")
-            keys = jr.split(key, self.steps)
-        else:
-            keys = jnp.zeros((self.steps,), x_T.dtype)
-        score = bind_args(score_fn, args)
+    def nfe(self) -> int:
+        return self.steps
+
+    def randomness(self) -> str | None:
+        return f"eta={self.eta} > 0 adds noise" if self.eta > 0 else None
+
+    def init(self, sde: AbstractForwardSDE, x_T: Array, keys: Keys) -> tuple[Array, Any]:
         ts = time_grid(sde, self.steps, self.time_grid, eps=self.eps, dtype=x_T.dtype)
+        return x_T, (ts[:-1], ts[1:], keys)
 
-        def step(x: Array, inputs: Any) -> tuple[Array, None]:
-            t, s, k = inputs
-            alpha_t, sigma_t = sde.mean_coeff(t), sde.std(t)
-            alpha_s, sigma_s = sde.mean_coeff(s), sde.std(s)
-            noise = -sigma_t * score(t, x)
-            x0 = (x - sigma_t * noise) / alpha_t
-            if not stochastic:
-                return alpha_s * x0 + sigma_s * noise, None
-            ratio = (alpha_t * sigma_s / (alpha_s * sigma_t)) ** 2
-            c = self.eta * sigma_s * jnp.sqrt(1 - ratio)
-            direction = jnp.sqrt(sigma_s**2 - c**2)
-            z = jr.normal(k, x.shape, x.dtype)
-            return alpha_s * x0 + direction * noise + c * z, None
+    def step(self, score: BatchedScore, state: Array, inputs: Any) -> Array:
+        t, s, key = inputs
+        sde, x = score.sde, state
+        alpha_t, sigma_t = sde.mean_coeff(t), sde.std(t)
+        alpha_s, sigma_s = sde.mean_coeff(s), sde.std(s)
+        noise = score.noise(t, x)
+        x0 = (x - sigma_t * noise) / alpha_t
+        if key is None:
+            return alpha_s * x0 + sigma_s * noise
+        ratio = (alpha_t * sigma_s / (alpha_s * sigma_t)) ** 2
+        c = self.eta * sigma_s * jnp.sqrt(1 - ratio)
+        direction = jnp.sqrt(sigma_s**2 - c**2)
+        z = jr.normal(key, x.shape, x.dtype)
+        return alpha_s * x0 + direction * noise + c * z
 
-        x, _ = jax.lax.scan(step, x_T, (ts[:-1], ts[1:], keys))
-        return x, jnp.asarray(self.steps)
+    def finish(self, score: BatchedScore, state: Array, keys: Keys) -> Array:
+        return state
 
 
 __all__ = ["DDIM"]

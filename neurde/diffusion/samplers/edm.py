@@ -7,29 +7,25 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, PRNGKeyArray
+from jaxtyping import Array
 
-from ..._types import Args
+from .._checks import check_eps, check_in_range, check_positive, check_steps
 from ..forward import AbstractForwardSDE
-from ..score import ScoreFn
-from .base import (
-    AbstractSampler,
-    BatchedFn,
-    bind_args,
-    check_sampling_eps,
-    check_steps,
-    require_key,
-)
+from ._fixed_grid import AbstractFixedGridSampler, BatchedScore, Keys
 
 
-def _direction(sde: AbstractForwardSDE, score: BatchedFn, y: Array, sigma: Array) -> Array:
+def _direction(score: BatchedScore, y: Array, sigma: Array) -> Array:
     # dy/dsigma = -sigma grad_y log p(y; sigma) = eps_hat(t, alpha_t y), with t = t(sigma).
-    t = sde.time_from_log_snr(-jnp.log(sigma))
-    alpha = sde.mean_coeff(t)
-    return -sde.std(t) * score(t, alpha * y)
+    t = score.sde.time_from_log_snr(-jnp.log(sigma))
+    return score.noise(t, score.sde.mean_coeff(t) * y)
 
 
-class EDMHeun(AbstractSampler):
+def _churn(y: Array, noise: Array, key: Any) -> Array:
+    """`y` plus `noise` times a standard normal draw; `y` itself when deterministic."""
+    return y if key is None else y + noise * jr.normal(key, y.shape, y.dtype)
+
+
+class EDMHeun(AbstractFixedGridSampler[Array]):
     r"""Karras et al. 2022, Algorithms 1 (deterministic) and 2 (stochastic, "churn").
 
     Any of the SDEs here is, in the scaled variable $y = x/\alpha_t$ and the noise level
@@ -62,38 +58,23 @@ class EDMHeun(AbstractSampler):
     Diffusion-Based Generative Models", NeurIPS 2022.
     """
 
-    steps: int = eqx.field(static=True)
-    rho: float = eqx.field(static=True)
-    churn: float = eqx.field(static=True)
-    s_tmin: float = eqx.field(static=True)
-    s_tmax: float = eqx.field(static=True)
-    s_noise: float = eqx.field(static=True)
-    eps: float = eqx.field(static=True)
+    steps: int = eqx.field(static=True, default=18)
+    rho: float = eqx.field(static=True, default=7.0, kw_only=True)
+    churn: float = eqx.field(static=True, default=0.0, kw_only=True)
+    s_tmin: float = eqx.field(static=True, default=0.0, kw_only=True)
+    s_tmax: float = eqx.field(static=True, default=math.inf, kw_only=True)
+    s_noise: float = eqx.field(static=True, default=1.0, kw_only=True)
+    eps: float = eqx.field(static=True, default=1e-3, kw_only=True)
 
-    def __init__(
-        self,
-        steps: int = 18,
-        *,
-        rho: float = 7.0,
-        churn: float = 0.0,
-        s_tmin: float = 0.0,
-        s_tmax: float = math.inf,
-        s_noise: float = 1.0,
-        eps: float = 1e-3,
-    ):
+    def __check_init__(self):
         owner = "EDMHeun"
-        self.steps = check_steps(owner, steps)
-        for name, value in (("rho", rho), ("s_noise", s_noise)):
-            if not value > 0:
-                raise ValueError(f"{owner}: `{name}` must be > 0, got {value!r}.")
-        if not churn >= 0:
-            raise ValueError(
-                f"{owner}: `churn` must be >= 0, got {churn!r}; 0 is the deterministic "
-                "sampler (Algorithm 1)."
-            )
-        self.rho, self.churn, self.s_noise = float(rho), float(churn), float(s_noise)
-        self.s_tmin, self.s_tmax = float(s_tmin), float(s_tmax)
-        self.eps = check_sampling_eps(owner, eps)
+        check_steps(owner, self.steps)
+        check_eps(owner, self.eps)
+        check_positive(owner, "rho", self.rho)
+        check_positive(owner, "s_noise", self.s_noise)
+        check_in_range(
+            owner, "churn", self.churn, 0, fix="0 is the deterministic sampler (Algorithm 1)."
+        )
 
     def sigmas(self, sde: AbstractForwardSDE, dtype: Any = None) -> Array:
         r"""The noise levels $\tilde\sigma_0 > \dots > \tilde\sigma_{N-1} > \tilde\sigma_N = 0$."""
@@ -103,51 +84,42 @@ class EDMHeun(AbstractSampler):
         frac = jnp.arange(self.steps, dtype=dtype) / max(self.steps - 1, 1)
         return jnp.append((hi + (lo - hi) * frac) ** self.rho, jnp.zeros((), dtype))
 
-    def run(
-        self,
-        score_fn: ScoreFn,
-        sde: AbstractForwardSDE,
-        x_T: Array,
-        args: Args,
-        key: PRNGKeyArray | None,
-    ) -> tuple[Array, Array]:
-        score = bind_args(score_fn, args)
-        dtype = x_T.dtype
-        sigmas = self.sigmas(sde, dtype)
-        stochastic = self.churn > 0
-        if stochastic:
-            key = require_key("EDMHeun", key, f"churn={self.churn} > 0 adds noise")
-            keys = jr.split(key, self.steps)
-        else:
-            keys = jnp.zeros((self.steps,), dtype)
+    def _raised(self, sigmas: Array) -> tuple[Array, Array]:
+        # Algorithm 2's churn of each step i < N: the raised level, and the standard deviation
+        # of the noise that raises it (0 where the churn is off).
+        sigma = sigmas[:-1]
         gamma = min(self.churn / self.steps, math.sqrt(2) - 1)
-        y = x_T / sde.mean_coeff(jnp.asarray(sde.T, dtype))
+        inside = (sigma >= self.s_tmin) & (sigma <= self.s_tmax)
+        raised = jnp.minimum(sigma * (1 + jnp.where(inside, gamma, 0.0)), sigmas[0])
+        # max(., 0): XLA may contract raised^2 - sigma^2 into an FMA that rounds an exact
+        # 0 (no churn, or the cap at sigmas[0]) to a tiny negative number.
+        return raised, jnp.sqrt(jnp.maximum(raised**2 - sigma**2, 0.0)) * self.s_noise
 
-        def churn(y: Array, sigma: Array, k: Any) -> tuple[Array, Array]:
-            inside = (sigma >= self.s_tmin) & (sigma <= self.s_tmax)
-            raised = jnp.minimum(sigma * (1 + jnp.where(inside, gamma, 0.0)), sigmas[0])
-            z = jr.normal(k, y.shape, dtype)
-            # max(., 0): XLA may contract raised^2 - sigma^2 into an FMA that rounds an exact
-            # 0 (no churn, or the cap at sigmas[0]) to a tiny negative number.
-            extra = jnp.sqrt(jnp.maximum(raised**2 - sigma**2, 0.0))
-            return y + extra * self.s_noise * z, raised
+    def nfe(self) -> int:
+        return 2 * self.steps - 1
 
-        def heun(y: Array, inputs: Any) -> tuple[Array, None]:
-            sigma, sigma_next, k = inputs
-            if stochastic:
-                y, sigma = churn(y, sigma, k)
-            d = _direction(sde, score, y, sigma)
-            y_euler = y + (sigma_next - sigma) * d
-            d_next = _direction(sde, score, y_euler, sigma_next)
-            return y + (sigma_next - sigma) * 0.5 * (d + d_next), None
+    def randomness(self) -> str | None:
+        return f"churn={self.churn} > 0 adds noise" if self.churn > 0 else None
 
-        xs = (sigmas[:-2], sigmas[1:-1], keys[:-1])
-        y, _ = jax.lax.scan(heun, y, xs)
-        sigma = sigmas[-2]
-        if stochastic:
-            y, sigma = churn(y, sigma, keys[-1])
-        y = y - sigma * _direction(sde, score, y, sigma)
-        return y, jnp.asarray(2 * self.steps - 1)
+    def init(self, sde: AbstractForwardSDE, x_T: Array, keys: Keys) -> tuple[Array, Any]:
+        sigmas = self.sigmas(sde, x_T.dtype)
+        y = x_T / sde.mean_coeff(jnp.asarray(sde.T, x_T.dtype))
+        # The last step, an Euler step to sigma = 0, is `finish`'s.
+        inputs = (*self._raised(sigmas), sigmas[1:], keys)
+        return y, jax.tree.map(lambda a: a[:-1], inputs)
+
+    def step(self, score: BatchedScore, state: Array, inputs: Any) -> Array:
+        sigma, noise, sigma_next, key = inputs
+        y = _churn(state, noise, key)
+        d = _direction(score, y, sigma)
+        y_euler = y + (sigma_next - sigma) * d
+        d_next = _direction(score, y_euler, sigma_next)
+        return y + (sigma_next - sigma) * 0.5 * (d + d_next)
+
+    def finish(self, score: BatchedScore, state: Array, keys: Keys) -> Array:
+        raised, noise = self._raised(self.sigmas(score.sde, state.dtype))
+        y = _churn(state, noise[-1], None if keys is None else keys[-1])
+        return y - raised[-1] * _direction(score, y, raised[-1])
 
 
 __all__ = ["EDMHeun"]

@@ -6,30 +6,20 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, PRNGKeyArray
+from jaxtyping import Array
 
-from ..._types import Args
+from .._checks import check_positive, check_schedule, check_steps
 from ..forward import AbstractForwardSDE
-from ..score import ScoreFn
-from .base import (
-    AbstractSampler,
-    BatchedFn,
-    TimeGrid,
-    bind_args,
-    check_sampling_eps,
-    check_steps,
-    check_time_grid,
-    require_key,
-    time_grid,
-)
-from .euler_maruyama import noise_switch, reverse_step
+from ._fixed_grid import AbstractFixedGridSampler, BatchedScore, Keys
+from .base import TimeGrid
+from .euler_maruyama import EulerMaruyama
 
 
 def _mean_norm(x: Array) -> Array:
     return jnp.mean(jnp.sqrt(jnp.sum(x.reshape(x.shape[0], -1) ** 2, axis=1)))
 
 
-class PredictorCorrector(AbstractSampler):
+class PredictorCorrector(AbstractFixedGridSampler[Array]):
     r"""Predictor–corrector sampling (Song et al. 2021, Algorithms 4 and 5).
 
     Each of the $N$ steps runs `corrector_steps` = $M$ steps of Langevin dynamics at the
@@ -63,41 +53,45 @@ class PredictorCorrector(AbstractSampler):
     References: Song et al., ICLR 2021, Sec. 4.2 and Appendix G.
     """
 
-    steps: int = eqx.field(static=True)
-    corrector_steps: int = eqx.field(static=True)
-    snr: float = eqx.field(static=True)
-    eps: float = eqx.field(static=True)
-    time_grid: TimeGrid = eqx.field(static=True)
-    denoise: bool = eqx.field(static=True)
+    steps: int = eqx.field(static=True, default=1000)
+    corrector_steps: int = eqx.field(static=True, default=1, kw_only=True)
+    snr: float = eqx.field(static=True, default=0.16, kw_only=True)
+    eps: float = eqx.field(static=True, default=1e-3, kw_only=True)
+    time_grid: TimeGrid = eqx.field(static=True, default="uniform", kw_only=True)
+    denoise: bool = eqx.field(static=True, default=True, kw_only=True)
 
-    def __init__(
-        self,
-        steps: int = 1000,
-        *,
-        corrector_steps: int = 1,
-        snr: float = 0.16,
-        eps: float = 1e-3,
-        time_grid: TimeGrid = "uniform",
-        denoise: bool = True,
-    ):
+    def __check_init__(self):
         owner = "PredictorCorrector"
-        self.steps = check_steps(owner, steps)
-        self.corrector_steps = check_steps(owner, corrector_steps, "corrector_steps")
-        if not snr > 0:
-            raise ValueError(
-                f"{owner}: `snr` must be > 0, got {snr!r}. Song et al. use 0.16 (VE) and "
-                "0.01 to 0.27 in their ablations."
-            )
-        self.snr = float(snr)
-        self.eps = check_sampling_eps(owner, eps)
-        check_time_grid(owner, time_grid)
-        self.time_grid = time_grid
-        self.denoise = denoise
+        check_schedule(owner, self.steps, self.eps, self.time_grid)
+        check_steps(owner, self.corrector_steps, "corrector_steps")
+        fix = "Song et al. use 0.16 (VE) and 0.01 to 0.27 in their ablations."
+        check_positive(owner, "snr", self.snr, fix)
 
-    def _correct(
-        self, sde: AbstractForwardSDE, score: BatchedFn, x: Array, t: Array, s: Array, key: Any
-    ) -> Array:
-        a = (sde.mean_coeff(t) / sde.mean_coeff(s)) ** 2
+    def _predictor(self) -> EulerMaruyama:
+        return EulerMaruyama(
+            self.steps, eps=self.eps, time_grid=self.time_grid, denoise=self.denoise
+        )
+
+    def nfe(self) -> int:
+        return self.steps * (self.corrector_steps + 1)
+
+    def randomness(self) -> str:
+        return "Langevin steps and the reverse SDE draw noise"
+
+    def init(self, sde: AbstractForwardSDE, x_T: Array, keys: Keys) -> tuple[Array, Any]:
+        return self._predictor().init(sde, x_T, keys)
+
+    def step(self, score: BatchedScore, state: Array, inputs: Any) -> Array:
+        t, s, noisy, key = inputs
+        corrector_key, predictor_key = jr.split(key)
+        x = self._correct(score, state, t, s, corrector_key)
+        return self._predictor().step(score, x, (t, s, noisy, predictor_key))
+
+    def finish(self, score: BatchedScore, state: Array, keys: Keys) -> Array:
+        return state
+
+    def _correct(self, score: BatchedScore, x: Array, t: Array, s: Array, key: Any) -> Array:
+        a = (score.sde.mean_coeff(t) / score.sde.mean_coeff(s)) ** 2
 
         def langevin(x: Array, k: Any) -> tuple[Array, None]:
             grad = score(t, x)
@@ -107,29 +101,6 @@ class PredictorCorrector(AbstractSampler):
 
         x, _ = jax.lax.scan(langevin, x, jr.split(key, self.corrector_steps))
         return x
-
-    def run(
-        self,
-        score_fn: ScoreFn,
-        sde: AbstractForwardSDE,
-        x_T: Array,
-        args: Args,
-        key: PRNGKeyArray | None,
-    ) -> tuple[Array, Array]:
-        key = require_key("PredictorCorrector", key, "Langevin steps and the reverse SDE")
-        score = bind_args(score_fn, args)
-        ts = time_grid(sde, self.steps, self.time_grid, eps=self.eps, dtype=x_T.dtype)
-
-        def step(x: Array, inputs: Any) -> tuple[Array, None]:
-            t, s, on, k = inputs
-            corrector_key, predictor_key = jr.split(k)
-            x = self._correct(sde, score, x, t, s, corrector_key)
-            return reverse_step(sde, score, x, t, s, on, predictor_key), None
-
-        xs = (ts[:-1], ts[1:], noise_switch(self.steps, self.denoise, x_T.dtype),
-              jr.split(key, self.steps))  # fmt: skip
-        x, _ = jax.lax.scan(step, x_T, xs)
-        return x, jnp.asarray(self.steps * (self.corrector_steps + 1))
 
 
 __all__ = ["PredictorCorrector"]

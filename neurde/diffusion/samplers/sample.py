@@ -8,8 +8,9 @@ import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from ..._types import Args
+from .._checks import check_batch, check_floating, check_integer, check_score_fn, check_sde
 from ..forward import AbstractForwardSDE
-from ..score import ScoreFn, check_score_output
+from ..score import ScoreFn
 from .base import AbstractSampler
 
 
@@ -23,26 +24,24 @@ def _run(
     key: Any,
 ) -> tuple[Array, Array]:
     # Checked while tracing, so a compiled call pays nothing for it.
-    check_score_output("sample_from", score_fn, jnp.asarray(sde.T, x_T.dtype), x_T[0], args)
+    check_score_fn("sample_from", score_fn, jnp.asarray(sde.T, x_T.dtype), x_T[0], args)
     return sampler.run(score_fn, sde, x_T, args, key)
 
 
 def _check(owner: str, sampler: Any, score_fn: Any, sde: Any) -> None:
     if not isinstance(sampler, AbstractSampler):
         raise TypeError(
-            f"{owner}: `sampler` must be a neurde.diffusion sampler (EulerMaruyama, Ancestral, "
-            f"PredictorCorrector, ProbabilityFlow, DDIM, DPMSolver, EDMHeun), got "
-            f"{type(sampler).__name__}."
+            f"{owner}: `sampler` must be a neurde.diffusion sampler, got "
+            f"{type(sampler).__name__}. Build one, e.g. `neurde.diffusion.DPMSolver(10)`: "
+            "EulerMaruyama, Ancestral, PredictorCorrector, ProbabilityFlow, DDIM, DPMSolver, "
+            "DPMSolverMultistep or EDMHeun."
         )
-    if not isinstance(sde, AbstractForwardSDE):
-        raise TypeError(
-            f"{owner}: `sde` must be a forward SDE (VESDE, VPSDE, SubVPSDE), got "
-            f"{type(sde).__name__}."
-        )
+    check_sde(owner, sde)
     if not callable(score_fn):
         raise TypeError(
             f"{owner}: `score_fn` must be callable as score_fn(t, x, args) for one example, "
-            f"got {type(score_fn).__name__}."
+            f"got {type(score_fn).__name__}. Wrap a network with "
+            "`neurde.diffusion.Score(model, sde, parameterization)`."
         )
 
 
@@ -75,14 +74,8 @@ def sample_from(
     """
     owner = "sample_from"
     _check(owner, sampler, score_fn, sde)
-    x_T = jnp.asarray(x_T)
-    if not jnp.issubdtype(x_T.dtype, jnp.floating):
-        raise TypeError(f"{owner}: `x_T` must be floating, got dtype {x_T.dtype}.")
-    if x_T.ndim < 2:
-        raise ValueError(
-            f"{owner}: `x_T` must be a batch (leading batch axis), got shape {x_T.shape}. For "
-            "one example use `x_T[None]`."
-        )
+    x_T = check_floating(owner, "x_T", x_T)
+    check_batch(owner, "x_T", x_T, "For one example use `x_T[None]`.")
     return _run(sampler, score_fn, sde, x_T, args, key)
 
 
@@ -104,7 +97,7 @@ def sample(
     **Arguments:**
 
     - `sampler`: `EulerMaruyama`, `Ancestral`, `PredictorCorrector`, `ProbabilityFlow`,
-      `DDIM`, `DPMSolver` or `EDMHeun`.
+      `DDIM`, `DPMSolver`, `DPMSolverMultistep` or `EDMHeun`.
     - `score_fn`: `score_fn(t, x, args)` for ONE example of shape `shape`.
     - `sde`: the forward SDE.
     - `num_samples`: the batch size.
@@ -119,13 +112,12 @@ def sample(
     """
     owner = "sample"
     _check(owner, sampler, score_fn, sde)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"{owner}: `num_samples` must be an integer >= 1, got {num_samples!r}.")
+    check_integer(owner, "num_samples", num_samples, fix="It is the batch size.")
     shape = tuple(shape)
-    if not all(isinstance(s, int) and s >= 1 for s in shape):
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape):
         raise ValueError(
-            f"{owner}: `shape` is the shape of one example, a tuple of positive integers; got "
-            f"{shape!r}."
+            f"{owner}: `shape` must be a tuple of positive integers, the shape of one example, "
+            f"got {shape!r}. For vectors of size d pass `(d,)`."
         )
     prior_key, run_key = jr.split(key)
     dtype = jnp.result_type(float) if dtype is None else dtype
