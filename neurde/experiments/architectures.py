@@ -4,7 +4,7 @@ Each architecture is a `neurde.discrete.Classifier` (input embedding, residual s
 numerical scheme, pooling, linear head); the neural ODE replaces the stack by a `NeuralODE`
 on [0, 1]. Widths are chosen per architecture so that parameter counts match at the
 reference depth. Seeds are trained together as one vmapped ensemble (one compiled step for
-all of them); they differ in initialisation and share the minibatch order.
+all of them); they differ in initialization and share the minibatch order.
 """
 
 import argparse
@@ -25,7 +25,7 @@ from ..discrete import VECTOR_ARCHITECTURES, Classifier
 from ..fields import MLPField
 from ..ode import NeuralODE
 from ..train import ensemble_member, fit, make_ensemble
-from .report import Report, markdown_table
+from .report import Report, config_from_args, markdown_table, pyplot
 
 NAME = "architectures"
 DESCRIPTION = (
@@ -119,7 +119,7 @@ def matched_width(arch: str, data: Classification, config: ArchitecturesConfig) 
     """The even width whose parameter count at the reference depth is closest to the target."""
     best, best_gap = 2, float("inf")
     for width in range(2, 129, 2):
-        # Shapes only: no weights are initialised while searching.
+        # Shapes only: no weights are initialized while searching.
         skeleton = eqx.filter_eval_shape(
             build, arch, data, width, config.reference_depth, key=jr.key(0)
         )
@@ -145,7 +145,7 @@ def _accuracy(model: Any, x: jax.Array, y: jax.Array) -> jax.Array:
 def train_one(
     arch: str, data: Classification, width: int, depth: int, config: ArchitecturesConfig
 ) -> dict[str, Any]:
-    """Train `config.seeds` initialisations together; return accuracies and costs."""
+    """Train `config.seeds` initializations together; return accuracies and costs."""
     key = jr.fold_in(jr.key(config.seed), depth)
     ensemble = make_ensemble(
         lambda k: build(arch, data, width, depth, key=k), config.seeds, key=key
@@ -209,10 +209,7 @@ def run_all(config: ArchitecturesConfig, *, log: Any = print) -> list[dict[str, 
 
 
 def _figure(rows: list[dict[str, Any]], config: ArchitecturesConfig, report: Report) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, len(config.datasets), figsize=(7 * len(config.datasets), 9))
     axes = np.asarray(axes).reshape(2, -1)
@@ -240,8 +237,8 @@ def _figure(rows: list[dict[str, Any]], config: ArchitecturesConfig, report: Rep
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `neurde run architectures`."""
-    parser.add_argument("--steps", type=int, help="optimisation steps per model (quick: 300)")
-    parser.add_argument("--seeds", type=int, help="initialisations per model (quick: 2)")
+    parser.add_argument("--steps", type=int, help="optimization steps per model (quick: 300)")
+    parser.add_argument("--seeds", type=int, help="initializations per model (quick: 2)")
     parser.add_argument(
         "--datasets", nargs="+", choices=["digits", "mnist1d"], help="data sets (both)"
     )
@@ -251,23 +248,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depths", nargs="+", type=int, help="depths (quick: 4; full: 2 4 8)")
 
 
-def config_from_args(args: argparse.Namespace) -> ArchitecturesConfig:
-    """The configuration `neurde run architectures` uses for these arguments."""
-    overrides: dict[str, Any] = {"seed": args.seed}
-    for name in ("steps", "seeds"):
-        if getattr(args, name, None) is not None:
-            overrides[name] = getattr(args, name)
-    for name in ("datasets", "architectures", "depths"):
-        if getattr(args, name, None):
-            overrides[name] = tuple(getattr(args, name))
-    if "depths" in overrides:
-        overrides["reference_depth"] = overrides["depths"][-1]
-    return ArchitecturesConfig.full(**overrides) if args.full else ArchitecturesConfig(**overrides)
-
-
 def run(args: argparse.Namespace) -> Report:
     """Train the comparison and write the report."""
-    config = config_from_args(args)
+    config = config_from_args(
+        ArchitecturesConfig,
+        args,
+        ("steps", "seeds"),
+        ("datasets", "architectures", "depths"),
+        lambda o: {"reference_depth": o["depths"][-1]} if "depths" in o else {},
+    )
     rows = run_all(config)
     report = Report("Discrete architectures as numerical schemes", args.out)
     header = [
@@ -290,11 +279,10 @@ def run(args: argparse.Namespace) -> Report:
             "Function evaluations per test example of the neural ODE (Tsit5, rtol 1e-3):\n\n"
             + markdown_table(["data set", "NFE"], nfe_rows),
         )
-    report.add(
-        "Settings",
-        markdown_table(["setting", "value"], [[k, v] for k, v in vars(config).items()])
-        + "\n\nSanity anchors from the MNIST-1D paper (Greydanus 2020): logistic regression "
-        "about 32%, MLP about 68%, CNN about 94% test accuracy. Seeds differ in initialisation "
+    report.add_settings(
+        config,
+        "\n\nSanity anchors from the MNIST-1D paper (Greydanus 2020): logistic regression "
+        "about 32%, MLP about 68%, CNN about 94% test accuracy. Seeds differ in initialization "
         "and share the minibatch order (they are trained as one vmapped ensemble).",
     )
     _figure(rows, config, report)

@@ -30,7 +30,7 @@ from ..discrete import Classifier, Euler, ResidualStack
 from ..fields import MLPField
 from ..ode import NeuralODE
 from ..train import ensemble_member, fit, make_ensemble
-from .report import Report, markdown_table
+from .report import Report, config_from_args, markdown_table, pyplot
 
 NAME = "regularizers"
 DESCRIPTION = "Noise injection, dropout/stochastic depth/Shake-Shake, STEER and RNODE compared."
@@ -209,10 +209,7 @@ def run_all(config: RegularizersConfig, *, log: Any = print) -> list[dict[str, A
 
 
 def _figure(rows: list[dict[str, Any]], config: RegularizersConfig, report: Report) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [(d, m) for d in config.datasets for m in config.models]
     fig, axes = plt.subplots(2, len(panels), figsize=(4.5 * len(panels), 8), squeeze=False)
@@ -242,8 +239,8 @@ def _figure(rows: list[dict[str, Any]], config: RegularizersConfig, report: Repo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `neurde run regularizers`."""
-    parser.add_argument("--steps", type=int, help="optimisation steps per model (quick: 300)")
-    parser.add_argument("--seeds", type=int, help="initialisations per model (quick: 2)")
+    parser.add_argument("--steps", type=int, help="optimization steps per model (quick: 300)")
+    parser.add_argument("--seeds", type=int, help="initializations per model (quick: 2)")
     parser.add_argument("--datasets", nargs="+", choices=["digits", "mnist1d"], help="data sets")
     parser.add_argument("--models", nargs="+", choices=["neural-ode", "resnet"], help="models")
     parser.add_argument(
@@ -252,20 +249,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def config_from_args(args: argparse.Namespace) -> RegularizersConfig:
-    overrides: dict[str, Any] = {"seed": args.seed}
-    for name in ("steps", "seeds"):
-        if getattr(args, name, None) is not None:
-            overrides[name] = getattr(args, name)
-    for name in ("datasets", "models", "regularizers"):
-        if getattr(args, name, None):
-            overrides[name] = tuple(getattr(args, name))
-    return RegularizersConfig.full(**overrides) if args.full else RegularizersConfig(**overrides)
-
-
 def run(args: argparse.Namespace) -> Report:
     """Train every (data set, model, regularizer) and write the report."""
-    config = config_from_args(args)
+    config = config_from_args(
+        RegularizersConfig, args, ("steps", "seeds"), ("datasets", "models", "regularizers")
+    )
     rows = run_all(config)
     report = Report("Regularizers read as SDEs", args.out)
     header = [
@@ -292,16 +280,13 @@ def run(args: argparse.Namespace) -> Report:
         "Reading the table",
         "Noise is off at evaluation (`eqx.nn.inference_mode`): the accuracies are those of "
         "the drift (expected branch). Gaussian columns add N(0, s^2) to every input feature "
-        "(features are standardised); FGSM columns move each feature by eps in the sign of the "
+        "(features are standardized); FGSM columns move each feature by eps in the sign of the "
         "loss gradient. Test NFE is the neural ODE's adaptive Tsit5 solve (rtol 1e-3, atol "
         "1e-4) per example, or the ResNet's depth. Noise-trained ODEs are trained as SDEs with "
         f"Euler–Maruyama, dt = {config.sde_dt0}; STEER draws the end time from U(1 - b, 1 + b), "
         f"b = {config.steer_b}; RNODE adds {config.rnode_weight} x (kinetic + Jacobian) "
         "penalties (Finlay et al. 2020).",
     )
-    report.add(
-        "Settings",
-        markdown_table(["setting", "value"], [[k, v] for k, v in vars(config).items()]),
-    )
+    report.add_settings(config)
     _figure(rows, config, report)
     return report

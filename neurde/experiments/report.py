@@ -1,14 +1,48 @@
 """The report every experiment writes: one Markdown file plus PNG figures in one folder."""
 
+import argparse
 import dataclasses
 import datetime
 import pathlib
 import platform
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 
 from .._version import __version__
+
+
+def config_from_args(
+    config: Any,
+    args: argparse.Namespace,
+    values: Sequence[str] = (),
+    lists: Sequence[str] = (),
+    derived: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> Any:
+    """An experiment's configuration for its command-line arguments.
+
+    `--seed`, then every flag in `values` (a number or name) and `lists` (`nargs="+"`, stored
+    as a tuple) that was given, override the quick defaults, or with `--full` the full ones
+    (`config.full(**overrides)`). `derived` adds settings that follow from the overrides.
+    """
+    overrides: dict[str, Any] = {"seed": args.seed}
+    overrides |= {n: getattr(args, n) for n in values if getattr(args, n, None) is not None}
+    overrides |= {n: tuple(getattr(args, n)) for n in lists if getattr(args, n, None)}
+    if derived is not None:
+        overrides |= derived(overrides)
+    return config.full(**overrides) if args.full else config(**overrides)
+
+
+def pyplot() -> Any:
+    """`matplotlib.pyplot` with the file-only Agg backend, imported when a figure is drawn (so
+    importing an experiment does not import matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -37,6 +71,11 @@ class Report:
     def add(self, heading: str, body: str) -> None:
         """Append a `## heading` section."""
         self.sections.append(f"## {heading}\n\n{body.strip()}\n")
+
+    def add_settings(self, config: Any, note: str = "") -> None:
+        """Append the `## Settings` section: every field of the configuration, then `note`."""
+        rows = [[k, v] for k, v in vars(config).items()]
+        self.add("Settings", markdown_table(["setting", "value"], rows) + note)
 
     def add_figure(self, fig: Any, name: str, caption: str) -> pathlib.Path:
         """Save a matplotlib figure as `name.png` and reference it from the report."""

@@ -26,7 +26,7 @@ import optax
 from .. import diffusion as dfn
 from ..data import DENSITIES, digits
 from ..train import fit, init_optimizer, make_step
-from .report import Report, markdown_table
+from .report import Report, config_from_args, markdown_table, pyplot
 
 NAME = "samplers"
 DESCRIPTION = "Diffusion samplers (EM, PC, PF-ODE, DDIM, DPM-Solver 1-3, EDM) at equal NFE."
@@ -62,7 +62,7 @@ class SamplersConfig:
     def full(cls, **overrides: Any) -> "SamplersConfig":
         """NFE 10-1000, a 1000-step EM reference, 10 000 training steps, 4000 samples per 2-D
         evaluation, the convolutional score net for digits (the quick run uses an MLP on the
-        flattened images: on a CPU the convolutional one trains about 30x slower)."""
+        flattened images: on a CPU the convolutional one trains far slower)."""
         base = {"nfes": (10, 20, 50, 100, 1000), "reference_nfe": 1000, "train_steps": 10_000,
                 "num_samples": 4000, "channels": 32, "digits_net": "conv"}  # fmt: skip
         return cls(**{**base, **overrides})
@@ -242,10 +242,7 @@ def run_dataset(name: str, config: SamplersConfig, log: Any) -> dict[str, Any]:
 
 
 def _figures(results: dict[str, Any], config: SamplersConfig, report: Report) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(results)
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 4), squeeze=False)
@@ -304,20 +301,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, help="samples per 2-D evaluation (1000)")
 
 
-def config_from_args(args: argparse.Namespace) -> SamplersConfig:
-    overrides: dict[str, Any] = {"seed": args.seed}
-    for name in ("train_steps", "reference_nfe", "num_samples"):
-        if getattr(args, name, None) is not None:
-            overrides[name] = getattr(args, name)
-    for name in ("datasets", "samplers", "nfes"):
-        if getattr(args, name, None):
-            overrides[name] = tuple(getattr(args, name))
-    return SamplersConfig.full(**overrides) if args.full else SamplersConfig(**overrides)
-
-
 def run(args: argparse.Namespace) -> Report:
     """Train, sample with every sampler at every budget, and write the report."""
-    config = config_from_args(args)
+    config = config_from_args(
+        SamplersConfig,
+        args,
+        ("train_steps", "reference_nfe", "num_samples"),
+        ("datasets", "samplers", "nfes"),
+    )
     results = {name: run_dataset(name, config, print) for name in config.datasets}
     report = Report("Diffusion samplers at equal NFE", args.out)
     header = ["data set", "sampler", "NFE", "quality", "wall s"]
@@ -354,9 +345,6 @@ def run(args: argparse.Namespace) -> Report:
         + "\n\nVP SDE (beta 0.1 to 20), noise prediction, denoising score matching with "
         "low-discrepancy times and the score weighting, Adam with cosine decay, EMA of weights.",
     )
-    report.add(
-        "Settings",
-        markdown_table(["setting", "value"], [[k, v] for k, v in vars(config).items()]),
-    )
+    report.add_settings(config)
     _figures(results, config, report)
     return report

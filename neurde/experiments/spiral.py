@@ -25,7 +25,7 @@ from ..fields import MLPField
 from ..ode import NeuralODE
 from ..solvers import RK4
 from ..train import fit
-from .report import Report, markdown_table
+from .report import Report, config_from_args, markdown_table, pyplot
 
 NAME = "spiral"
 DESCRIPTION = "Neural ODE on noisy 2-D spiral trajectories (the neural ODE demo)."
@@ -176,10 +176,7 @@ def train(config: SpiralConfig, *, progress: bool = True) -> SpiralResult:
 
 
 def _figures(result: SpiralResult, report: Report) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     test = result.test
     pred = jax.vmap(lambda y: result.model(y, test.ts))(test.y0)
@@ -201,7 +198,7 @@ def _figures(result: SpiralResult, report: Report) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `neurde run spiral` beyond the shared ones."""
-    parser.add_argument("--steps", type=int, help="optimisation steps (quick: 600)")
+    parser.add_argument("--steps", type=int, help="optimization steps (quick: 600)")
     parser.add_argument("--trajectories", type=int, help="number of trajectories (quick: 320)")
     parser.add_argument("--width", type=int, help="hidden width of the MLP field (quick: 64)")
     parser.add_argument("--depth", type=int, help="hidden layers of the MLP field (quick: 2)")
@@ -210,17 +207,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, dest="learning_rate", help="peak learning rate")
 
 
-def config_from_args(args: argparse.Namespace) -> SpiralConfig:
-    """The configuration `neurde run spiral` uses for these arguments."""
-    names = ("steps", "trajectories", "width", "depth", "solver", "adjoint", "learning_rate")
-    overrides = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    overrides["seed"] = args.seed
-    return SpiralConfig.full(**overrides) if args.full else SpiralConfig(**overrides)
-
-
 def run(args: argparse.Namespace) -> Report:
     """Train, evaluate, and write the report."""
-    config = config_from_args(args)
+    names = ("steps", "trajectories", "width", "depth", "solver", "adjoint", "learning_rate")
+    config = config_from_args(SpiralConfig, args, names)
     result = train(config, progress=not args.no_progress)
     report = Report("Neural ODE on noisy spirals", args.out)
     report.add(
@@ -238,9 +228,6 @@ def run(args: argparse.Namespace) -> Report:
             ],
         ),
     )
-    report.add(
-        "Settings",
-        markdown_table(["setting", "value"], [[k, v] for k, v in vars(config).items()]),
-    )
+    report.add_settings(config)
     _figures(result, report)
     return report
