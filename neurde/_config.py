@@ -190,25 +190,51 @@ def ode_capable(solver: diffrax.AbstractSolver) -> diffrax.AbstractSolver:
     return diffrax.Euler()
 
 
-def configuration(
+def init_settings(
+    model: Any,
     owner: str,
-    *,
-    solver: Any,
+    solver: diffrax.AbstractSolver,
     stepsize_controller: Any,
-    tolerances: Tolerances | None,
+    rtol: Any,
+    atol: Any,
     adjoint: Any,
-    dt0: float | None,
-    max_steps: Any,
     t0: float,
     t1: float | None,
-) -> tuple[diffrax.AbstractSolver, diffrax.AbstractStepSizeController, diffrax.AbstractAdjoint]:
-    """Check a continuous model's settings and resolve them: `(solver, controller, adjoint)`.
+    dt0: float | None,
+    max_steps: int,
+    throw: bool,
+) -> None:
+    """Set, in a continuous model's `__init__`, the solver fields NeuralODE and NeuralSDE share.
 
-    Called by the constructor and again by `problem(...)` at every trace.
+    The tolerances are stored only without a controller: a controller carries its own, and
+    tolerances beside it would be silently unused.
     """
-    solver = check_solver(owner, solver)
-    controller = resolve_controller(owner, solver, stepsize_controller, dt0, tolerances)
-    check_max_steps(owner, max_steps)
-    if t1 is not None:
-        check_interval(owner, t0, t1)
-    return solver, controller, resolve_adjoint(owner, adjoint)
+    check_tolerances_and_controller(owner, stepsize_controller, rtol, atol)
+    model.solver = solver
+    model.stepsize_controller = stepsize_controller
+    model.tolerances = None
+    if stepsize_controller is None:
+        model.tolerances = Tolerances(
+            1e-3 if rtol is None else rtol, 1e-6 if atol is None else atol
+        )
+    model.adjoint = resolve_adjoint(owner, adjoint)
+    model.t0 = float(t0)
+    model.t1 = None if t1 is None else float(t1)
+    model.dt0 = None if dt0 is None else float(dt0)
+    model.max_steps = max_steps
+    model.throw = throw
+
+
+def configuration(
+    owner: str, model: Any
+) -> tuple[diffrax.AbstractSolver, diffrax.AbstractStepSizeController, diffrax.AbstractAdjoint]:
+    """Check a continuous model's solver settings and resolve them: `(solver, controller,
+    adjoint)`. Called by the constructor and again by `problem(...)` at every trace."""
+    solver = check_solver(owner, model.solver)
+    controller = resolve_controller(
+        owner, solver, model.stepsize_controller, model.dt0, model.tolerances
+    )
+    check_max_steps(owner, model.max_steps)
+    if model.t1 is not None:
+        check_interval(owner, model.t0, model.t1)
+    return solver, controller, resolve_adjoint(owner, model.adjoint)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PyTree
 
-from ._config import levy_area
+from ._config import configuration, levy_area
 from ._validation import check_field_output, check_interval, check_state, check_times, is_concrete
 from .brownian import GridBrownianPath
 from .problem import Problem
@@ -24,7 +24,15 @@ from .solution import ModelSolution
 from .stats import solver_stats
 
 
-def resolve_interval(owner: str, t0: float, t1: float | None, ts: Any) -> tuple[Any, Any]:
+def model_problem(owner: str, model: Any, drift: Any, ts: Any) -> Problem:
+    """The ODE problem of a model's drift with its (checked) solver settings and interval."""
+    solver, controller, adjoint = configuration(owner, model)
+    t0, t1 = resolve_interval(owner, model.t0, model.t1, ts)
+    settings = (solver, controller, adjoint, model.dt0, model.max_steps, model.throw)
+    return Problem(drift, t0, t1, *settings, owner)
+
+
+def resolve_interval(owner: str, t0: float, t1: Any, ts: Any) -> tuple[Any, Any]:
     """The solve's `(t0, t1)`: the model's interval, or up to the last save time."""
     if t1 is None:
         if ts is None:
@@ -42,6 +50,21 @@ class _AugState(eqx.Module):
 
     y: PyTree[Array]
     extras: dict[str, Array]
+
+
+class _WithExtras(eqx.Module):
+    """The drift of an augmented solve: `augmented(t, y, args)` on the state `(y, extras)`.
+
+    A module, so the parameters inside stay visible to `diffrax.BacksolveAdjoint`.
+    """
+
+    augmented: Callable[..., Any]
+
+    def __call__(self, t: Any, state: _AugState, args: Any) -> _AugState:
+        dy, dextras = self.augmented(t, state.y, args)
+        # An extra without an integrand (e.g. a penalty in inference mode) stays constant.
+        zero = {k: jnp.zeros_like(v) for k, v in state.extras.items()}
+        return _AugState(dy, {**zero, **dextras})
 
 
 class _Diffusion(diffrax.AbstractTerm):
@@ -70,6 +93,8 @@ class _Diffusion(diffrax.AbstractTerm):
 
 
 def _brownian(problem: Problem, y: Array) -> diffrax.AbstractBrownianPath:
+    key = problem.key
+    assert key is not None  # checked by `_terms`
     t0 = problem.t0
     t1 = problem.t1 if problem.brownian_t1 is None else problem.brownian_t1
     if problem.noise == "diagonal":
@@ -81,23 +106,42 @@ def _brownian(problem: Problem, y: Array) -> diffrax.AbstractBrownianPath:
         shape = (problem.noise_size,)
     if problem.brownian == "grid":
         assert problem.dt0 is not None  # checked with the configuration
-        return GridBrownianPath(t0, t1, problem.dt0, shape, dtype=y.dtype, key=problem.key)
+        return GridBrownianPath(t0, t1, problem.dt0, shape, dtype=y.dtype, key=key)
     tol = problem.brownian_tol
     if tol is None:
         tol = problem.dt0 / 2 if problem.dt0 is not None else (t1 - t0) / 2**12
     return diffrax.VirtualBrownianTree(
-        t0, t1, tol=tol, shape=shape, key=problem.key, levy_area=levy_area(problem.solver)
+        t0, t1, tol=tol, shape=shape, key=key, levy_area=levy_area(problem.solver)
     )
 
 
-def _check_fields(problem: Problem, y0: PyTree[Array], args: Any) -> None:
-    owner = problem.owner
-    if isinstance(problem.stepsize_controller, diffrax.ConstantStepSize) and problem.dt0 is None:
+def _check_steps(problem: Problem) -> None:
+    """Constant steps need `dt0`; a grid Brownian path needs steps on its grid."""
+    owner, dt0 = problem.owner, problem.dt0
+    if isinstance(problem.stepsize_controller, diffrax.ConstantStepSize) and dt0 is None:
         raise ValueError(
             f"{owner}: {type(problem.solver).__name__} runs with a constant step, and neither "
             "the model nor a transform sets `dt0`. Pass a step, e.g. "
             "`neurde.noise.additive(model, 0.1, dt0=0.05)` or `NeuralODE(..., dt0=0.05)`."
         )
+    if problem.diffusion is None or problem.brownian != "grid" or dt0 is None:
+        return
+    t0, t1 = problem.t0, problem.t1
+    if is_concrete(t0) and is_concrete(t1):
+        steps = (float(t1) - float(t0)) / dt0
+        if abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
+            raise ValueError(
+                f"{owner}: brownian='grid' samples the Brownian motion every dt0 = {dt0}, but "
+                f"t1 - t0 = {float(t1) - float(t0)} is not a multiple of it, so Diffrax's "
+                "constant steps (the interval split evenly) would fall between grid points, "
+                "where the interpolated path has too little variance. Choose dt0 dividing "
+                "the interval, or brownian='tree'."
+            )
+
+
+def _check_fields(problem: Problem, y0: PyTree[Array], args: Any) -> None:
+    owner = problem.owner
+    _check_steps(problem)
     sde = problem.diffusion is not None
     role = "drift" if sde else "vector field"
     check_field_output(owner, role, problem.drift, problem.t0, y0, args, want=y0)
@@ -128,19 +172,11 @@ def _integrated(problem: Problem) -> bool:
 
 def _terms(problem: Problem, y0: Array) -> PyTree[diffrax.AbstractTerm]:
     extras = problem.extras if _integrated(problem) else None
-    if extras is None:
-        drift: Any = problem.drift
+    augmented = problem.augmented
+    if extras is None or augmented is None:
+        term = diffrax.ODETerm(problem.drift)
     else:
-        augmented = problem.augmented
-        assert augmented is not None
-
-        def drift(t, state, args):
-            dy, dextras = augmented(t, state.y, args)
-            # An extra without an integrand (e.g. a penalty in inference mode) stays constant.
-            zero = {k: jnp.zeros_like(v) for k, v in state.extras.items()}
-            return _AugState(dy, {**zero, **dextras})
-
-    term = diffrax.ODETerm(drift)
+        term = diffrax.ODETerm(_WithExtras(augmented))
     if problem.diffusion is None:
         return term
     if problem.key is None:

@@ -11,5 +11,7 @@ State: TypeAlias = PyTree[Float[Array, "..."]]
 Args: TypeAlias = PyTree[Any]
 Key: TypeAlias = PRNGKeyArray
 VectorField: TypeAlias = Callable[[Scalar, State, Args], PyTree[Array]]
-
-__all__ = ["Args", "Key", "Scalar", "State", "Times", "VectorField"]
+# The arguments of every model call, `model(y0, ts=None, *, args=None, key=None)`.
+Input: TypeAlias = PyTree[ArrayLike]
+SaveTimes: TypeAlias = Float[ArrayLike, " times"] | None
+MaybeKey: TypeAlias = PRNGKeyArray | None

@@ -124,7 +124,7 @@ def check_interval(owner: str, t0: Any, t1: Any) -> None:
     if all(is_concrete(x) for x in (t0, t1)) and not float(t1) > float(t0):
         raise ValueError(
             f"{owner}: the time interval needs t1 > t0, got t0={t0}, t1={t1}. Integrating "
-            "backwards in time is not supported by this model; reparametrise time instead."
+            "backwards in time is not supported by this model; reparametrize time instead."
         )
 
 
@@ -136,3 +136,12 @@ def require_key(owner: str, key: Any, what: str, how: str) -> PRNGKeyArray:
             f"`model(y0, key=jr.key(0))`. {how}"
         )
     return key
+
+
+def check_callable(owner: str, name: str, value: Any, what: str, optional: bool = False) -> None:
+    """Raise `TypeError` unless `value` is callable (or `None` when `optional`)."""
+    if not callable(value) and not (optional and value is None):
+        raise TypeError(
+            f"{owner}: `{name}` must be {what}{' (or None)' if optional else ''}, got "
+            f"{type(value).__name__}."
+        )

@@ -30,11 +30,11 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
     """
 
     # Diffrax declares these as abstract variables; concrete floats here, as in its own paths.
-    t0: float = eqx.field(static=True)  # pyright: ignore
-    t1: float = eqx.field(static=True)  # pyright: ignore
+    t0: float = eqx.field(static=True)
+    t1: float = eqx.field(static=True)
     dt: float = eqx.field(static=True)
     values: Float[Array, "points ..."]
-    levy_area: type[diffrax.BrownianIncrement] = eqx.field(static=True)  # pyright: ignore
+    levy_area: type[diffrax.BrownianIncrement] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -46,14 +46,14 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
         dtype: Any = None,
         key: PRNGKeyArray,
     ):
-        self.t0 = float(t0)  # pyright: ignore[reportIncompatibleVariableOverride]
-        self.t1 = float(t1)  # pyright: ignore[reportIncompatibleVariableOverride]
+        self.t0 = float(t0)
+        self.t1 = float(t1)
         self.dt = float(dt)
         n = math.ceil((self.t1 - self.t0) / self.dt - 1e-9)
         dtype = jnp.result_type(float) if dtype is None else dtype
         steps = jr.normal(key, (n, *shape), dtype) * jnp.sqrt(jnp.asarray(self.dt, dtype))
         self.values = jnp.concatenate([jnp.zeros((1, *shape), dtype), jnp.cumsum(steps, 0)])
-        self.levy_area = diffrax.BrownianIncrement  # pyright: ignore
+        self.levy_area = diffrax.BrownianIncrement
 
     def _at(self, t: Any) -> Array:
         s = jnp.clip((t - self.t0) / self.dt, 0, self.values.shape[0] - 1)

@@ -3,9 +3,8 @@
 from collections.abc import Callable
 from typing import Any
 
-from jaxtyping import ArrayLike, Float, PRNGKeyArray, PyTree
-
-from ._types import Args
+from ._types import Args, Input, MaybeKey, SaveTimes
+from ._validation import check_callable
 from .model import AbstractModel, AbstractWrapper
 from .solution import ModelSolution
 
@@ -33,6 +32,16 @@ class Composed(AbstractWrapper):
     model: AbstractModel
     decoder: Callable[[Any], Any] | None
 
+    def __init__(
+        self,
+        encoder: Callable[[Any], Any] | None,
+        model: AbstractModel,
+        decoder: Callable[[Any], Any] | None,
+    ):
+        self.encoder = encoder
+        self.model = model
+        self.decoder = decoder
+
     def __check_init__(self):
         if not isinstance(self.model, AbstractModel):
             raise TypeError(
@@ -40,20 +49,11 @@ class Composed(AbstractWrapper):
                 f"discrete.ResidualStack, ...), got {type(self.model).__name__}."
             )
         for name in ("encoder", "decoder"):
-            part = getattr(self, name)
-            if part is not None and not callable(part):
-                raise TypeError(
-                    f"Composed: `{name}` must be a function of one example (or None), got "
-                    f"{type(part).__name__}."
-                )
+            what = "a function of one example"
+            check_callable("Composed", name, getattr(self, name), what, optional=True)
 
     def solve(
-        self,
-        y0: PyTree[ArrayLike],
-        ts: Float[ArrayLike, " times"] | None = None,
-        *,
-        args: Args = None,
-        key: PRNGKeyArray | None = None,
+        self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
     ) -> ModelSolution:
         """Encode one example, solve, decode; see `neurde.AbstractModel.solve`."""
         state = y0 if self.encoder is None else self.encoder(y0)

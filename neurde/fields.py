@@ -52,7 +52,7 @@ class MLPField(AbstractField):
     - `activation`: hidden activation (default `softplus`, smooth so solvers take large steps).
     - `final_activation`: applied to the output (e.g. `jnp.tanh` to bound the field).
     - `dtype`: parameter dtype; defaults to JAX's default float.
-    - `key`: initialisation key.
+    - `key`: initialization key.
 
     References: Chen, Rubanova, Bettencourt, Duvenaud, "Neural Ordinary Differential
     Equations", NeurIPS 2018.

@@ -22,7 +22,7 @@ its own way:
   model it holds (adds a diffusion, draws an end time, adds extra outputs), so wrappers
   compose in any order and the stack is solved by one `diffrax.diffeqsolve`;
 - **discrete models** (`neurde.discrete.ResidualStack`) apply a scheme block by block; a
-  transform replaces the scheme by its randomised version (`neurde.noise.StochasticEuler`),
+  transform replaces the scheme by its randomized version (`neurde.noise.StochasticEuler`),
   so one scan serves plain and noisy nets;
 - **wrappers** (`AbstractWrapper`: `neurde.Composed`, `neurde.discrete.Classifier`,
   `neurde.noise.MonteCarlo`) hold one model and compute something around it; a transform
@@ -54,10 +54,10 @@ import abc
 from typing import Any
 
 import equinox as eqx
-from jaxtyping import ArrayLike, Float, PRNGKeyArray, PyTree
+from jaxtyping import PyTree
 
 from ._solve import integrate
-from ._types import Args
+from ._types import Args, Input, MaybeKey, SaveTimes
 from .problem import Problem
 from .solution import ModelSolution
 
@@ -76,12 +76,7 @@ class AbstractModel(eqx.Module):
 
     @abc.abstractmethod
     def solve(
-        self,
-        y0: PyTree[ArrayLike],
-        ts: Float[ArrayLike, " times"] | None = None,
-        *,
-        args: Args = None,
-        key: PRNGKeyArray | None = None,
+        self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
     ) -> ModelSolution:
         """Run the model on one (unbatched) example and return the full `ModelSolution`.
 
@@ -95,12 +90,7 @@ class AbstractModel(eqx.Module):
         """
 
     def __call__(
-        self,
-        y0: PyTree[ArrayLike],
-        ts: Float[ArrayLike, " times"] | None = None,
-        *,
-        args: Args = None,
-        key: PRNGKeyArray | None = None,
+        self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
     ) -> PyTree[Any]:
         """The state `model.solve(y0, ts, args=args, key=key).ys`."""
         return self.solve(y0, ts, args=args, key=key).ys
@@ -128,22 +118,12 @@ class AbstractContinuousModel(AbstractModel):
 
     @abc.abstractmethod
     def problem(
-        self,
-        y0: PyTree[Any],
-        ts: Any,
-        *,
-        args: Args,
-        key: PRNGKeyArray | None,
+        self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
     ) -> Problem:
         """The `Problem` one call solves (traced once per compilation; checks go here)."""
 
     def solve(
-        self,
-        y0: PyTree[ArrayLike],
-        ts: Float[ArrayLike, " times"] | None = None,
-        *,
-        args: Args = None,
-        key: PRNGKeyArray | None = None,
+        self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
     ) -> ModelSolution:
         """Solve from one (unbatched) initial state; see `AbstractModel.solve`."""
         return integrate(self.problem(y0, ts, args=args, key=key), y0, ts, args)

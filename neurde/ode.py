@@ -1,14 +1,12 @@
 """Neural ordinary differential equations: `dy/dt = f_theta(t, y, args)` solved by Diffrax."""
 
-from typing import Any
-
 import diffrax
 import equinox as eqx
-from jaxtyping import ArrayLike, Float, PRNGKeyArray, PyTree
+from jaxtyping import ArrayLike, Float
 
-from ._config import check_tolerances_and_controller, configuration, resolve_adjoint
-from ._solve import resolve_interval
-from ._types import Args, VectorField
+from ._config import configuration, init_settings
+from ._solve import model_problem
+from ._types import Args, Input, MaybeKey, SaveTimes, VectorField
 from .fields import AbstractField, as_field
 from .model import AbstractContinuousModel
 from .problem import Problem
@@ -82,58 +80,15 @@ class NeuralODE(AbstractContinuousModel):
         max_steps: int = 4096,
         throw: bool = True,
     ):
-        owner = "NeuralODE"
-        check_tolerances_and_controller(owner, stepsize_controller, rtol, atol)
+        solver = diffrax.Tsit5() if solver is None else solver
+        settings = (stepsize_controller, rtol, atol, adjoint, t0, t1, dt0, max_steps, throw)
+        init_settings(self, "NeuralODE", solver, *settings)
         self.field = as_field(field)
-        self.solver = diffrax.Tsit5() if solver is None else solver
-        self.stepsize_controller = stepsize_controller
-        self.tolerances = (
-            None
-            if stepsize_controller is not None
-            else Tolerances(1e-3 if rtol is None else rtol, 1e-6 if atol is None else atol)
-        )
-        self.adjoint = resolve_adjoint(owner, adjoint)
-        self.t0 = float(t0)
-        self.t1 = None if t1 is None else float(t1)
-        self.dt0 = None if dt0 is None else float(dt0)
-        self.max_steps = max_steps
-        self.throw = throw
-        self._configuration()
-
-    def _configuration(self) -> tuple[Any, Any, Any]:
-        return configuration(
-            "NeuralODE",
-            solver=self.solver,
-            stepsize_controller=self.stepsize_controller,
-            tolerances=self.tolerances,
-            adjoint=self.adjoint,
-            dt0=self.dt0,
-            max_steps=self.max_steps,
-            t0=self.t0,
-            t1=self.t1,
-        )
+        configuration("NeuralODE", self)
 
     def problem(
-        self,
-        y0: PyTree[Any],
-        ts: Any,
-        *,
-        args: Args,
-        key: PRNGKeyArray | None,
+        self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
     ) -> Problem:
         """The ODE $\\dot y = f(t, y, \\text{args})$ on the model's interval (no randomness)."""
         del y0, args, key
-        solver, controller, adjoint = self._configuration()
-        t0, t1 = resolve_interval("NeuralODE", self.t0, self.t1, ts)
-        return Problem(
-            drift=self.field,
-            t0=t0,
-            t1=t1,
-            solver=solver,
-            stepsize_controller=controller,
-            adjoint=adjoint,
-            dt0=self.dt0,
-            max_steps=self.max_steps,
-            throw=self.throw,
-            owner="NeuralODE",
-        )
+        return model_problem("NeuralODE", self, self.field, ts)

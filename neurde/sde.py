@@ -7,20 +7,19 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import ArrayLike, Float, PRNGKeyArray, PyTree
+from jaxtyping import ArrayLike, Float
 
 from ._config import (
     BrownianKind,
     NoiseType,
     check_noise,
     check_sde_solver,
-    check_tolerances_and_controller,
     configuration,
+    init_settings,
     ode_capable,
-    resolve_adjoint,
 )
-from ._solve import resolve_interval
-from ._types import Args, VectorField
+from ._solve import model_problem
+from ._types import Args, Input, MaybeKey, SaveTimes, VectorField
 from ._validation import require_key
 from .fields import AbstractField, as_field
 from .model import AbstractContinuousModel
@@ -111,80 +110,42 @@ class NeuralSDE(AbstractContinuousModel):
         throw: bool = True,
         inference: bool = False,
     ):
-        check_tolerances_and_controller("NeuralSDE", stepsize_controller, rtol, atol)
+        solver = diffrax.Euler() if solver is None else solver
+        settings = (stepsize_controller, rtol, atol, adjoint, t0, t1, dt0, max_steps, throw)
+        init_settings(self, "NeuralSDE", solver, *settings)
         self.drift = as_field(drift)
         self.diffusion = as_field(diffusion)
-        self.solver = diffrax.Euler() if solver is None else solver
-        self.stepsize_controller = stepsize_controller
-        self.tolerances = (
-            None
-            if stepsize_controller is not None
-            else Tolerances(1e-3 if rtol is None else rtol, 1e-6 if atol is None else atol)
-        )
-        self.adjoint = resolve_adjoint("NeuralSDE", adjoint)
         self.noise = noise
         self.noise_size = noise_size
         self.brownian = brownian
         self.brownian_tol = brownian_tol
-        self.t0 = float(t0)
-        self.t1 = None if t1 is None else float(t1)
-        self.dt0 = None if dt0 is None else float(dt0)
-        self.max_steps = max_steps
-        self.throw = throw
         self.inference = inference
-        self._configuration()
+        self._check(configuration("NeuralSDE", self))
 
-    def _configuration(self) -> tuple[Any, Any, Any]:
-        owner = "NeuralSDE"
-        check_noise(owner, self.noise, self.noise_size)
-        solver, controller, adjoint = configuration(
-            owner,
-            solver=self.solver,
-            stepsize_controller=self.stepsize_controller,
-            tolerances=self.tolerances,
-            adjoint=self.adjoint,
-            dt0=self.dt0,
-            max_steps=self.max_steps,
-            t0=self.t0,
-            t1=self.t1,
+    def _check(self, settings: tuple[Any, Any, Any]) -> None:
+        solver, controller, _ = settings
+        check_noise("NeuralSDE", self.noise, self.noise_size)
+        check_sde_solver(
+            "NeuralSDE", solver, controller, self.noise, self.brownian, self.brownian_tol
         )
-        check_sde_solver(owner, solver, controller, self.noise, self.brownian, self.brownian_tol)
-        return solver, controller, adjoint
 
     def problem(
-        self,
-        y0: PyTree[Any],
-        ts: Any,
-        *,
-        args: Args,
-        key: PRNGKeyArray | None,
+        self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
     ) -> Problem:
         """The SDE on the model's interval with a Brownian motion from `key`; in inference
         mode the drift alone (no key needed)."""
         del args
         owner = "NeuralSDE"
-        solver, controller, adjoint = self._configuration()
         if not (eqx.is_array_like(y0) and jnp.ndim(y0) == 1):
             shapes = jax.tree.map(jnp.shape, y0)
             raise ValueError(
                 f"{owner}: the state must be one vector (shape (d,)); got {shapes}. Flatten "
                 "it, or vmap over a batch axis."
             )
-        t0, t1 = resolve_interval(owner, self.t0, self.t1, ts)
-        ode = Problem(
-            drift=self.drift,
-            t0=t0,
-            t1=t1,
-            solver=solver,
-            stepsize_controller=controller,
-            adjoint=adjoint,
-            dt0=self.dt0,
-            max_steps=self.max_steps,
-            throw=self.throw,
-            owner=owner,
-        )
+        ode = model_problem(owner, self, self.drift, ts)
+        self._check((ode.solver, ode.stepsize_controller, ode.adjoint))
         if self.inference:
-            return dataclasses.replace(ode, solver=ode_capable(solver))
+            return dataclasses.replace(ode, solver=ode_capable(ode.solver))
         key = require_key(
             owner,
             key,

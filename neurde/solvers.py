@@ -32,8 +32,8 @@ class RK4(diffrax.AbstractSolver):
 
     Four stages, fourth order, no error estimate: it runs with `diffrax.ConstantStepSize`.
     The stages are written out rather than run through Diffrax's generic Runge–Kutta
-    machinery, whose checkpointed loop over stages doubles the cost of a training step on
-    CPU (benchmarks/ode_step.py: 1.9x vs 1.02x a hand-written `lax.scan` RK4).
+    machinery, whose checkpointed loop over stages about doubles the cost of a training step
+    on CPU (measured in benchmarks/ode_step.py; numbers in benchmarks/README.md).
 
     References: Kutta, "Beitrag zur näherungsweisen Integration totaler
     Differentialgleichungen", Z. Math. Phys. 46 (1901).

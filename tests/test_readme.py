@@ -18,7 +18,7 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     assert (tmp_path / "spiral.eqx").exists()
     mean, std = namespace["mean"], namespace["std"]
     assert mean.shape == (40, 2) and std.shape == (40, 2)
-    assert float(std.max()) > 0  # independently initialised members disagree
+    assert float(std.max()) > 0  # independently initialized members disagree
 
 
 def test_readme_noise_and_diffusion_examples_run(tmp_path, monkeypatch):

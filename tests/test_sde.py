@@ -41,7 +41,7 @@ def test_ou_mean_and_variance_match_closed_form(ou_paths):
     mean, var = paths.mean(0), paths.var(0)
     exact_mean = np.asarray(ou_mean(ts, 1.0, THETA, MU))
     exact_var = np.asarray(ou_variance(ts, THETA, SIGMA))
-    # Tolerance: 4 standard errors of the estimators plus 1% for the discretisation bias.
+    # Tolerance: 4 standard errors of the estimators plus 1% for the discretization bias.
     se_mean = np.sqrt(exact_var / N_PATHS)
     se_var = exact_var * np.sqrt(2 / N_PATHS)
     assert np.all(np.abs(mean - exact_mean) < 4 * se_mean + 0.01 * np.abs(exact_mean))

@@ -6,9 +6,9 @@ from typing import Any
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, PRNGKeyArray
 
-from .._types import Args
+from .._types import Args, Input, MaybeKey, SaveTimes
 from ..fields import MLPField
 from ..model import AbstractWrapper
 from ..solution import ModelSolution
@@ -94,7 +94,7 @@ class Classifier(AbstractWrapper):
     `ResidualStack` of `depth` blocks in the chosen architecture, mean pooling over space,
     and a linear head returning logits. It is a `neurde.AbstractWrapper` around the stack:
     `classifier(x, *, key=None)` returns the logits, and `neurde.noise` transforms applied to
-    the classifier randomise its stack. Vector-only architectures (`antisymmetric`,
+    the classifier randomize its stack. Vector-only architectures (`antisymmetric`,
     `hamiltonian`) flatten image inputs; image-only ones (`parabolic`, `hyperbolic`)
     require channel-first inputs.
 
@@ -109,10 +109,10 @@ class Classifier(AbstractWrapper):
     - `depth`: number of blocks.
     - `h`: step; defaults to `1 / depth`.
     - `hidden`: hidden width of the MLP fields (vector inputs).
-    - `key`: initialisation key.
+    - `key`: initialization key.
     """
 
-    embed: eqx.Module
+    embed: eqx.nn.Linear | eqx.nn.Conv
     stack: ResidualStack
     head: eqx.nn.Linear
     spatial_dims: int = eqx.field(static=True)
@@ -184,15 +184,10 @@ class Classifier(AbstractWrapper):
         return self.head(u)
 
     def solve(
-        self,
-        y0: Float[ArrayLike, "..."],
-        ts: Float[ArrayLike, " times"] | None = None,
-        *,
-        args: Args = None,
-        key: PRNGKeyArray | None = None,
+        self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
     ) -> ModelSolution:
         """Logits for one (unbatched) example `y0` (at each of the stack's save times `ts`, if
         given); `key` is passed to the stack (it draws the noise once a `neurde.noise`
-        transform has randomised the stack)."""
+        transform has randomized the stack)."""
         solution = self.stack.solve(self._embed(jnp.asarray(y0)), ts, args=args, key=key)
         return solution.map(self._head)

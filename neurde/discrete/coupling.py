@@ -1,7 +1,7 @@
 """Additive coupling: RevNet and the Hamiltonian (Verlet) network."""
 
 import abc
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -9,7 +9,7 @@ import jax.random as jr
 from jaxtyping import Array, PRNGKeyArray
 
 from ..fields import AbstractField
-from .scheme import AbstractScheme
+from .scheme import AbstractScheme, Pair
 
 
 class AbstractCouplingBlock(eqx.Module):
@@ -53,7 +53,7 @@ class HamiltonianBlock(AbstractCouplingBlock):
 
     - `size`: dimension of $y$ (and $z$).
     - `activation`: $\sigma$ (default `tanh`).
-    - `key`: initialisation of $K$ (normal, std `1/sqrt(size)`) and $b$ (zero).
+    - `key`: initialization of $K$ (normal, std `1/sqrt(size)`) and $b$ (zero).
 
     References: Haber & Ruthotto, "Stable Architectures for Deep Neural Networks", Inverse
     Problems 2017; Chang, Meng, Haber, Ruthotto, Begert, Holtham, "Reversible Architectures
@@ -74,6 +74,9 @@ class HamiltonianBlock(AbstractCouplingBlock):
 
     def second(self, t: Any, a: Array, args: Any) -> Array:
         return self.activation(self.kernel @ a + self.bias)
+
+
+Block: TypeAlias = AbstractCouplingBlock
 
 
 def _halves(y: Array) -> tuple[Array, Array]:
@@ -103,37 +106,24 @@ class AdditiveCoupling(AbstractScheme):
     # One evaluation of each half-field, `first` and `second`.
     evaluations_per_step: ClassVar[int] = 2
 
-    def init(self, y0: Array) -> tuple[Array, Array]:
+    def init(self, y0: Array) -> Pair:
         return _halves(y0)
 
     def step(
-        self,
-        block: AbstractCouplingBlock,
-        n: Array,
-        t: Array,
-        h: float,
-        state: tuple[Array, Array],
-        args: Any,
-        key: Any,
-    ) -> tuple[Array, Array]:
+        self, block: Block, n: Array, t: Array, h: float, state: Pair, args: Any, key: Any
+    ) -> Pair:
         a, b = state
         a = a + h * block.first(t, b, args)
         return a, b + h * block.second(t, a, args)
 
     def inverse_step(
-        self,
-        block: AbstractCouplingBlock,
-        n: Array,
-        t: Array,
-        h: float,
-        state: tuple[Array, Array],
-        args: Any,
-    ) -> tuple[Array, Array]:
+        self, block: Block, n: Array, t: Array, h: float, state: Pair, args: Any
+    ) -> Pair:
         a, b = state
         b = b - h * block.second(t, a, args)
         return a - h * block.first(t, b, args), b
 
-    def output(self, state: tuple[Array, Array]) -> Array:
+    def output(self, state: Pair) -> Array:
         return jnp.concatenate(state, axis=0)
 
 

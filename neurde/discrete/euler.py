@@ -10,6 +10,9 @@ from .scheme import AbstractScheme
 class Euler(AbstractScheme):
     r"""Forward Euler, $x_{n+1} = x_n + h f_n(t_n, x_n)$: a residual network (ResNet).
 
+    Named after the method, as `diffrax.Euler` is: the same forward Euler step, here a scheme
+    applied once per block with the block's own field rather than a solver of one field.
+
     References: He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR
     2016; E, "A Proposal on Machine Learning via Dynamical Systems", 2017; Haber & Ruthotto,
     "Stable Architectures for Deep Neural Networks", Inverse Problems 2017.

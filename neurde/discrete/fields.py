@@ -25,7 +25,7 @@ class AntisymmetricField(AbstractField):
     - `size`: state dimension.
     - `gamma`: diffusion $\gamma \ge 0$ that keeps Euler steps stable.
     - `activation`: $\sigma$ (default `tanh`).
-    - `key`: initialisation of $W$ (normal, std `1/sqrt(size)`).
+    - `key`: initialization of $W$ (normal, std `1/sqrt(size)`).
 
     References: Haber & Ruthotto, "Stable Architectures for Deep Neural Networks", Inverse
     Problems 2017; Chang, Chen, Haber, Chi, "AntisymmetricRNN", ICLR 2019.
@@ -73,8 +73,8 @@ def _check_image(owner: str, y: Array, channels: int, dims: int) -> None:
 class ScanConv(eqx.Module):
     """A same-padded convolution written as shifted slices and one `einsum`.
 
-    Inside a scanned loop XLA:CPU runs `lax.conv_general_dilated` about 20x slower than this
-    form (measured on a 16-channel 8x8 stack: 400 ms vs 12 ms per gradient step), so the
+    Inside a scanned loop XLA:CPU runs `lax.conv_general_dilated` much slower than this form
+    (an order of magnitude on a 16-channel 8x8 stack; see benchmarks/README.md), so the
     fields that `ResidualStack` scans over depth use it. It is linear in its input, so its
     exact adjoint comes from `jax.linear_transpose`.
 
@@ -83,7 +83,7 @@ class ScanConv(eqx.Module):
     - `num_spatial_dims`: 1 or 2.
     - `in_channels`, `out_channels`, `kernel_size` (odd).
     - `use_bias`: add a bias per output channel.
-    - `key`: initialisation (uniform in ±1/sqrt(fan_in), as `eqx.nn.Conv`).
+    - `key`: initialization (uniform in ±1/sqrt(fan_in), as `eqx.nn.Conv`).
     """
 
     weight: Float[Array, "..."]
@@ -150,7 +150,7 @@ class ConvField(AbstractField):
     - `kernel_size`: odd convolution size (default 3).
     - `norm`: use group normalization.
     - `num_spatial_dims`: 2 for images (default), 1 for signals.
-    - `key`: initialisation key.
+    - `key`: initialization key.
     """
 
     conv1: ScanConv
@@ -200,7 +200,7 @@ class PDEField(AbstractField):
     - `norm`: group normalization $N$ (default on).
     - `activation`: $\sigma$ (default `relu`).
     - `num_spatial_dims`: 2 for images (default), 1 for signals.
-    - `key`: initialisation key.
+    - `key`: initialization key.
 
     References: Ruthotto & Haber, "Deep Neural Networks Motivated by Partial Differential
     Equations", J. Math. Imaging Vis. 2020.

@@ -5,7 +5,7 @@ from typing import Any, ClassVar
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from .scheme import AbstractScheme
+from .scheme import AbstractScheme, Pair
 
 
 class Leapfrog(AbstractScheme):
@@ -26,19 +26,12 @@ class Leapfrog(AbstractScheme):
     depth: ClassVar[None] = None
     evaluations_per_step: ClassVar[int] = 1
 
-    def init(self, y0: Array) -> tuple[Array, Array]:
+    def init(self, y0: Array) -> Pair:
         return y0, y0
 
     def step(
-        self,
-        block: Any,
-        n: Array,
-        t: Array,
-        h: float,
-        state: tuple[Array, Array],
-        args: Any,
-        key: Any,
-    ) -> tuple[Array, Array]:
+        self, block: Any, n: Array, t: Array, h: float, state: Pair, args: Any, key: Any
+    ) -> Pair:
         previous, current = state
         weight = jnp.where(n == 0, 0.5, 1.0).astype(current.dtype)
         start = jnp.where(n == 0, current, previous)
@@ -46,13 +39,13 @@ class Leapfrog(AbstractScheme):
         return current, new
 
     def inverse_step(
-        self, block: Any, n: Array, t: Array, h: float, state: tuple[Array, Array], args: Any
-    ) -> tuple[Array, Array]:
+        self, block: Any, n: Array, t: Array, h: float, state: Pair, args: Any
+    ) -> Pair:
         current, new = state
         previous = 2 * current - new + h**2 * block(t, current, args)
         # Before the first block both entries are Y_0.
         previous = jnp.where(n == 0, current, previous)
         return previous, current
 
-    def output(self, state: tuple[Array, Array]) -> Array:
+    def output(self, state: Pair) -> Array:
         return state[1]

@@ -6,7 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from .scheme import AbstractScheme
+from .scheme import AbstractScheme, Pair
 
 
 class Momentum(AbstractScheme):
@@ -37,29 +37,22 @@ class Momentum(AbstractScheme):
             )
         self.gamma = float(gamma)
 
-    def init(self, y0: Array) -> tuple[Array, Array]:
+    def init(self, y0: Array) -> Pair:
         return y0, jnp.zeros_like(y0)
 
     def step(
-        self,
-        block: Any,
-        n: Array,
-        t: Array,
-        h: float,
-        state: tuple[Array, Array],
-        args: Any,
-        key: Any,
-    ) -> tuple[Array, Array]:
+        self, block: Any, n: Array, t: Array, h: float, state: Pair, args: Any, key: Any
+    ) -> Pair:
         x, v = state
         v = self.gamma * v + (1 - self.gamma) * block(t, x, args)
         return x + h * v, v
 
     def inverse_step(
-        self, block: Any, n: Array, t: Array, h: float, state: tuple[Array, Array], args: Any
-    ) -> tuple[Array, Array]:
+        self, block: Any, n: Array, t: Array, h: float, state: Pair, args: Any
+    ) -> Pair:
         x, v = state
         x = x - h * v
         return x, (v - (1 - self.gamma) * block(t, x, args)) / self.gamma
 
-    def output(self, state: tuple[Array, Array]) -> Array:
+    def output(self, state: Pair) -> Array:
         return state[0]

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .scheme import AbstractScheme
+from .scheme import AbstractScheme, Pair
 
 
 class LinearMultistep(AbstractScheme):
@@ -18,7 +18,7 @@ class LinearMultistep(AbstractScheme):
     consistent with $\dot x = f(x)$ for every $k_n$ (first order), and $k_n = 1$ gives the
     explicit midpoint rule (second order). The first block is a plain Euler (ResNet) block, as
     in the paper, since no $x_{-1}$ exists. With `trainable=True` the $k_n$ are parameters,
-    initialised to `k`.
+    initialized to `k`.
 
     The scheme's characteristic polynomial is $(z - 1)(z + k)$, so it is zero-stable (errors
     do not grow with depth at a fixed step) exactly for $k \in (-1, 1]$; initial values outside
@@ -51,7 +51,7 @@ class LinearMultistep(AbstractScheme):
         if not np.all((k_values > -1) & (k_values <= 1)):
             raise ValueError(
                 f"LinearMultistep: `k` must lie in (-1, 1] for a zero-stable scheme (roots 1 "
-                f"and -k of (z - 1)(z + k)), got {k!r}. Lu et al. initialise k in [-0.1, 0]; "
+                f"and -k of (z - 1)(z + k)), got {k!r}. Lu et al. initialize k in [-0.1, 0]; "
                 "k = 1 is the midpoint rule."
             )
         self.depth = depth
@@ -76,19 +76,12 @@ class LinearMultistep(AbstractScheme):
         """
         return cls(depth, 1.0, trainable=False)
 
-    def init(self, y0: Array) -> tuple[Array, Array]:
+    def init(self, y0: Array) -> Pair:
         return y0, y0
 
     def step(
-        self,
-        block: Any,
-        n: Array,
-        t: Array,
-        h: float,
-        state: tuple[Array, Array],
-        args: Any,
-        key: Any,
-    ) -> tuple[Array, Array]:
+        self, block: Any, n: Array, t: Array, h: float, state: Pair, args: Any, key: Any
+    ) -> Pair:
         previous, current = state
         k = jnp.asarray(self.k_fixed) if self.k is None else self.k
         # The first block bootstraps with Euler (k = 0), as in Lu et al.
@@ -96,5 +89,5 @@ class LinearMultistep(AbstractScheme):
         new = (1 - k) * current + k * previous + (1 + k) * h * block(t, current, args)
         return current, new
 
-    def output(self, state: tuple[Array, Array]) -> Array:
+    def output(self, state: Pair) -> Array:
         return state[1]

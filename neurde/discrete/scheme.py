@@ -1,10 +1,13 @@
 """The interface every discrete scheme implements: depth is time, a block is a step."""
 
 import abc
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import equinox as eqx
 from jaxtyping import Array, PyTree
+
+# The state of two-component schemes: (previous, current) values, or (position, velocity).
+Pair: TypeAlias = tuple[Array, Array]
 
 
 class AbstractScheme(eqx.Module):

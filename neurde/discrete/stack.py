@@ -11,9 +11,9 @@ import jax.random as jr
 import numpy as np
 from jax import lax
 from jax.custom_batching import custom_vmap
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, PRNGKeyArray, PyTree
 
-from .._types import Args
+from .._types import Args, Input, MaybeKey, SaveTimes
 from .._validation import is_concrete
 from ..model import AbstractModel
 from ..solution import ModelSolution
@@ -152,7 +152,7 @@ class ResidualStack(AbstractModel):
     A stack is a `neurde.AbstractModel`: `stack(x, ts=None, *, args=None, key=None)` returns
     the output, or with save times `ts` on the block grid $\{0, h, \dots, \text{depth}\cdot
     h\}$, the output read off the state at each of them (time 0 is the input). `key` is split
-    into one key per block for stochastic schemes (a stack randomised by a `neurde.noise`
+    into one key per block for stochastic schemes (a stack randomized by a `neurde.noise`
     transform); deterministic schemes ignore it. `solve` also returns `stats`: `nfe` is the
     number of block evaluations.
 
@@ -229,12 +229,7 @@ class ResidualStack(AbstractModel):
         return _scan(*statics, dyn_blocks, dyn_scheme, state, args, keys, save)
 
     def solve(
-        self,
-        y0: PyTree[ArrayLike],
-        ts: Float[ArrayLike, " times"] | None = None,
-        *,
-        args: Args = None,
-        key: PRNGKeyArray | None = None,
+        self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
     ) -> ModelSolution:
         """Apply every block to one (unbatched) input; see `neurde.AbstractModel.solve`."""
         y0 = jax.tree.map(jnp.asarray, y0)

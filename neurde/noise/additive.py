@@ -3,15 +3,14 @@ r"""Additive noise injection: $dX = f\,dt + \sigma(t)\,dW$ (Liu et al. 2019, "Ne
 from collections.abc import Callable
 from typing import Any
 
-import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from .base import AbstractNoise, check_schedule, check_sigma, scheduled
+from .base import AbstractScaledNoise
 from .transform import inject
 
 
-class Additive(AbstractNoise):
+class Additive(AbstractScaledNoise):
     r"""Additive diffusion $g = \sigma\,s(t)\,\mathbf{1}$: each coordinate gets its own noise.
 
     **Arguments:**
@@ -24,16 +23,8 @@ class Additive(AbstractNoise):
     Networks with Stochastic Noise", 2019 (additive noise, Section 3).
     """
 
-    sigma: float = eqx.field(static=True)
-    schedule: Callable[[Any], Any] | None = eqx.field(static=True)
-
-    def __init__(self, sigma: float, schedule: Callable[[Any], Any] | None = None):
-        self.sigma = check_sigma("Additive", sigma)
-        check_schedule("Additive", schedule)
-        self.schedule = schedule
-
     def scale(self, t: Array, y: Array, f: Array) -> Array:
-        return jnp.broadcast_to(scheduled(self.sigma, self.schedule, t, y.dtype), y.shape)
+        return jnp.broadcast_to(self.level(t, y.dtype), y.shape)
 
 
 def additive(

@@ -11,6 +11,7 @@ r"""The two kinds of regularizer that `neurde.noise` composes.
 """
 
 import abc
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import equinox as eqx
@@ -46,6 +47,41 @@ def check_sigma(owner: str, sigma: Any) -> float:
             "diffusion's scale; sigma=0 switches the noise off."
         )
     return float(sigma)
+
+
+class AbstractScaledNoise(AbstractNoise):
+    r"""A noise with a level $\sigma \ge 0$ and an optional time factor $s(t)$.
+
+    **Arguments:**
+
+    - `sigma`: the noise level, >= 0.
+    - `schedule`: optional factor $s(t)$ (a function of time returning a scalar); constant 1
+      when left out.
+    """
+
+    sigma: float = eqx.field(static=True)
+    schedule: Callable[[Any], Any] | None = eqx.field(static=True)
+
+    def __init__(self, sigma: float, schedule: Callable[[Any], Any] | None = None):
+        owner = type(self).__name__
+        self.sigma = check_sigma(owner, sigma)
+        check_schedule(owner, schedule)
+        self.schedule = schedule
+
+    def level(self, t: Array, dtype: Any) -> Array:
+        r"""$\sigma\,s(t)$, a scalar of `dtype`."""
+        return scheduled(self.sigma, self.schedule, t, dtype)
+
+
+def check_noises(owner: str, noises: Any) -> tuple["AbstractNoise", ...]:
+    """Raise `TypeError` unless every element is an `AbstractNoise`; return them as a tuple."""
+    for noise in noises:
+        if not isinstance(noise, AbstractNoise):
+            raise TypeError(
+                f"{owner}: noises must be neurde.noise.AbstractNoise objects (Additive, "
+                f"Multiplicative, DropoutDiffusion), got {type(noise).__name__}."
+            )
+    return tuple(noises)
 
 
 def check_probability(owner: str, name: str, p: Any, meaning: str) -> float:

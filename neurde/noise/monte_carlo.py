@@ -8,9 +8,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import ArrayLike, Float, PRNGKeyArray, PyTree
+from jaxtyping import PRNGKeyArray
 
-from .._types import Args
+from .._types import Args, Input, MaybeKey, SaveTimes
+from .._validation import check_callable
 from ..model import AbstractModel, AbstractWrapper
 from ..solution import ModelSolution
 
@@ -65,19 +66,10 @@ class MonteCarlo(AbstractWrapper):
                 f"MonteCarlo: `num_samples` must be >= 1, got {self.num_samples}. It is the "
                 "number of noise draws averaged."
             )
-        if not callable(self.model):
-            raise TypeError(
-                f"MonteCarlo: `model` must be a neurde model or a callable module, got "
-                f"{type(self.model).__name__}."
-            )
+        check_callable("MonteCarlo", "model", self.model, "a neurde model or a callable module")
 
     def solve(
-        self,
-        y0: PyTree[ArrayLike],
-        ts: Float[ArrayLike, " times"] | None = None,
-        *,
-        args: Args = None,
-        key: PRNGKeyArray | None = None,
+        self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
     ) -> ModelSolution:
         """The average over draws; `key` is split into `num_samples` keys."""
         if key is None:
@@ -95,4 +87,5 @@ class MonteCarlo(AbstractWrapper):
         stats = jax.tree.map(lambda s: jnp.sum(s, axis=0), draws.stats)
         # RESULTS codes: 0 is success, so the largest code is a failure if any draw failed.
         result = jax.tree.map(lambda r: jnp.max(r, axis=0), draws.result)
-        return ModelSolution(mean[0], None if ts is None else draws.ts[0], stats, mean[1], result)
+        saved = None if draws.ts is None else draws.ts[0]  # the same times in every draw
+        return ModelSolution(mean[0], saved, stats, mean[1], result)

@@ -3,14 +3,13 @@ r"""Multiplicative noise injection: $dX = f\,dt + \sigma(t) \operatorname{diag}(
 from collections.abc import Callable
 from typing import Any
 
-import equinox as eqx
 from jaxtyping import Array
 
-from .base import AbstractNoise, check_schedule, check_sigma, scheduled
+from .base import AbstractScaledNoise
 from .transform import inject
 
 
-class Multiplicative(AbstractNoise):
+class Multiplicative(AbstractScaledNoise):
     r"""Multiplicative diffusion $g = \sigma\,s(t)\,y$: noise proportional to the state.
 
     **Arguments:** `sigma` (>= 0) and an optional time factor `schedule` $s(t)$, as for
@@ -20,16 +19,8 @@ class Multiplicative(AbstractNoise):
     Noise", 2019 (multiplicative noise, Section 3).
     """
 
-    sigma: float = eqx.field(static=True)
-    schedule: Callable[[Any], Any] | None = eqx.field(static=True)
-
-    def __init__(self, sigma: float, schedule: Callable[[Any], Any] | None = None):
-        self.sigma = check_sigma("Multiplicative", sigma)
-        check_schedule("Multiplicative", schedule)
-        self.schedule = schedule
-
     def scale(self, t: Array, y: Array, f: Array) -> Array:
-        return scheduled(self.sigma, self.schedule, t, y.dtype) * y
+        return self.level(t, y.dtype) * y
 
 
 def multiplicative(

@@ -1,41 +1,52 @@
 r"""`NoisyModel`: a continuous model with injected noise, solved as an SDE."""
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import diffrax
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import PRNGKeyArray, PyTree
 
 from .._config import BrownianKind, check_sde_solver, check_solver, has_error_estimate
-from .._types import Args
-from .._validation import check_positive, require_key
+from .._types import Args, Input, MaybeKey, SaveTimes
+from .._validation import check_positive, is_concrete, require_key
 from ..model import AbstractContinuousModel, AbstractContinuousWrapper
 from ..problem import Problem
-from .base import AbstractNoise, combined_scale
+from .base import AbstractNoise, check_noises, combined_scale
+
+
+class _NoisyDiffusion(eqx.Module):
+    """The diffusion of a problem with `noises` added (a module, so that the parameters of
+    the drift and of a base diffusion stay visible to adjoints such as `BacksolveAdjoint`).
+
+    `base` is the problem's own diffusion or `None`; `columns` is `None` for a diagonal
+    result, else the number of the base's Brownian columns (1 for scalar noise), to which
+    the noises are appended as `diag(g)`.
+    """
+
+    noises: tuple[AbstractNoise, ...]
+    drift: Callable[..., Any] | None
+    base: Callable[..., Any] | None
+    columns: int | None = eqx.field(static=True)
+
+    def __call__(self, t: Any, y: Any, args: Any) -> Any:
+        f = None if self.drift is None else self.drift(t, y, args)
+        if self.columns is None:
+            extra = () if self.base is None else (self.base(t, y, args),)
+            return combined_scale(self.noises, t, y, f, extra=extra)
+        assert self.base is not None
+        g = self.base(t, y, args)
+        g = g[:, None] if self.columns == 1 and g.ndim == 1 else g
+        return jnp.concatenate([g, jnp.diag(combined_scale(self.noises, t, y, f))], axis=1)
 
 
 def _diffusion(problem: Problem, noises: tuple[AbstractNoise, ...], y0: Any) -> dict[str, Any]:
     """The problem's diffusion with `noises` added: its fields to replace."""
-    drift, base = problem.drift, problem.diffusion
-    need_f = any(noise.needs_drift for noise in noises)
-
-    def drift_value(t, y, args):
-        return drift(t, y, args) if need_f else None
-
-    if base is None:
-
-        def diffusion(t, y, args):
-            return combined_scale(noises, t, y, drift_value(t, y, args))
-
-        return {"diffusion": diffusion, "noise": "diagonal", "noise_size": None}
-    if problem.noise == "diagonal":
-
-        def diffusion(t, y, args):
-            extra = (base(t, y, args),)
-            return combined_scale(noises, t, y, drift_value(t, y, args), extra=extra)
-
+    drift = problem.drift if any(noise.needs_drift for noise in noises) else None
+    diagonal = problem.diffusion is None or problem.noise == "diagonal"
+    if diagonal:
+        diffusion = _NoisyDiffusion(noises, drift, problem.diffusion, None)
         return {"diffusion": diffusion, "noise": "diagonal", "noise_size": None}
     if not (eqx.is_array_like(y0) and jnp.ndim(y0) == 1):
         raise ValueError(
@@ -43,17 +54,10 @@ def _diffusion(problem: Problem, noises: tuple[AbstractNoise, ...], y0: Any) -> 
             "columns of a general diffusion, so the state must be one vector (shape (d,)); "
             f"got shape {jnp.shape(y0) if eqx.is_array_like(y0) else type(y0).__name__}."
         )
-    scalar = problem.noise == "scalar"
-    m = 1 if scalar else problem.noise_size
+    m = 1 if problem.noise == "scalar" else problem.noise_size
     assert m is not None
-
-    def general(t, y, args):
-        g = base(t, y, args)
-        g = g[:, None] if scalar else g
-        scale = combined_scale(noises, t, y, drift_value(t, y, args))
-        return jnp.concatenate([g, jnp.diag(scale)], axis=1)
-
-    return {"diffusion": general, "noise": "general", "noise_size": m + jnp.shape(y0)[0]}
+    diffusion = _NoisyDiffusion(noises, drift, problem.diffusion, m)
+    return {"diffusion": diffusion, "noise": "general", "noise_size": m + jnp.shape(y0)[0]}
 
 
 class NoisyModel(AbstractContinuousWrapper):
@@ -84,7 +88,8 @@ class NoisyModel(AbstractContinuousWrapper):
     - `dt0`: the step of the SDE solve; default the model's. Needed when the solver runs
       with constant steps (Euler) and the model sets none.
     - `brownian`: `"tree"` or `"grid"` (see `neurde.NeuralSDE`); default `"grid"` for
-      constant steps (several times faster) and `"tree"` for adaptive ones, or an SDE's own.
+      constant steps that divide the interval (several times faster) and `"tree"` otherwise
+      (adaptive steps, a random end time), or an SDE's own.
     - `inference`: noise off.
 
     References: Liu, Xiao, Si, Cao, Kumar, Hsieh, "Neural SDE: Stabilizing Neural ODE
@@ -122,12 +127,7 @@ class NoisyModel(AbstractContinuousWrapper):
                 f"{owner}: `model` must be a continuous neurde model (NeuralODE, NeuralSDE or "
                 f"one wrapped by a transform), got {type(self.model).__name__}."
             )
-        for noise in self.noises:
-            if not isinstance(noise, AbstractNoise):
-                raise TypeError(
-                    f"{owner}: noises must be neurde.noise.AbstractNoise objects (Additive, "
-                    f"Multiplicative, DropoutDiffusion), got {type(noise).__name__}."
-                )
+        check_noises(owner, self.noises)
         if self.solver is not None:
             check_solver(owner, self.solver)
         check_positive(owner, "dt0", self.dt0, "It is the step of the SDE solve.")
@@ -137,12 +137,7 @@ class NoisyModel(AbstractContinuousWrapper):
             )
 
     def problem(
-        self,
-        y0: PyTree[Any],
-        ts: Any,
-        *,
-        args: Args,
-        key: PRNGKeyArray | None,
+        self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
     ) -> Problem:
         """The wrapped model's problem with the noises added to its diffusion."""
         inner = self.model.problem(y0, ts, args=args, key=key)
@@ -174,8 +169,19 @@ class NoisyModel(AbstractContinuousWrapper):
             controller = inner.stepsize_controller
             if not has_error_estimate(solver):
                 controller = diffrax.ConstantStepSize()
-            constant = isinstance(controller, diffrax.ConstantStepSize)
-            default = "grid" if constant else "tree"
-            brownian = default if self.brownian is None else self.brownian
+            brownian = self.brownian
+            if brownian is None:
+                brownian = "grid" if _on_grid(inner, controller, dt0) else "tree"
         check_sde_solver("NoisyModel", solver, controller, noise, brownian, None)
         return dict(solver=solver, stepsize_controller=controller, dt0=dt0, brownian=brownian)
+
+
+def _on_grid(problem: Problem, controller: Any, dt0: float | None) -> bool:
+    """Whether constant steps of `dt0` land on a grid from t0 (then a grid Brownian path is
+    exact at every step, and several times cheaper than a virtual tree)."""
+    if not isinstance(controller, diffrax.ConstantStepSize) or dt0 is None:
+        return False
+    if problem.brownian_t1 is not None or not all(map(is_concrete, (problem.t0, problem.t1))):
+        return False  # a random or traced end time (STEER): not on the grid
+    steps = (float(problem.t1) - float(problem.t0)) / dt0
+    return abs(steps - round(steps)) <= 1e-6 * max(1.0, steps)

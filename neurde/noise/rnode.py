@@ -1,6 +1,7 @@
 """RNODE: kinetic-energy and Jacobian-norm penalties integrated along a continuous solve."""
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Literal, TypeAlias
 
 import equinox as eqx
@@ -9,11 +10,11 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
-from .._types import Args
+from .._types import Args, Input, MaybeKey, SaveTimes
 from .._validation import require_key
 from ..model import PROBE_KEY, AbstractContinuousModel, AbstractContinuousWrapper
 from ..problem import Problem
-from .transform import Where, apply, describe, find_wrapper
+from .transform import Where, apply, check_wrappable
 
 _OWNER = "RNODE"
 Estimator: TypeAlias = Literal["hutchinson", "exact"]
@@ -26,11 +27,54 @@ def _sq_norm(tree: PyTree[Array]) -> Float[Array, ""]:
     return sum((jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)), start=jnp.zeros(()))
 
 
-def _plain(problem: Problem) -> Any:
-    """The problem's drift and extras' integrands, `(t, y, args) -> (dy, dextras)`."""
-    if problem.augmented is not None:
-        return problem.augmented
-    return lambda t, y, args: (problem.drift(t, y, args), {})
+class _Plain(eqx.Module):
+    """A drift with no extra outputs, in the form `(t, y, args) -> (dy, {})`."""
+
+    drift: Callable[..., Any]
+
+    def __call__(self, t: Any, y: Any, args: Any) -> tuple[Any, dict[str, Array]]:
+        return self.drift(t, y, args), {}
+
+
+class _Penalized(eqx.Module):
+    """`(t, y, args) -> (dy, dextras)` with the kinetic and Jacobian integrands added.
+
+    A module (not a closure) so that the field's parameters and the probe stay visible to
+    adjoints such as `diffrax.BacksolveAdjoint`.
+    """
+
+    field: Callable[..., Any]
+    probe: PyTree[Array] | None
+    kinetic: bool = eqx.field(static=True)
+    jacobian: bool = eqx.field(static=True)
+    exact: bool = eqx.field(static=True)
+
+    def __call__(self, t: Any, y: Any, args: Any) -> tuple[Any, dict[str, Array]]:
+        def f(y_):
+            return self.field(t, y_, args)
+
+        dtype = jnp.result_type(*jax.tree.leaves(y))
+        zero = jnp.zeros((), dtype)
+        if self.jacobian and not self.exact:
+            # One reverse-mode product per evaluation, with the probe fixed along the solve
+            # (as in FFJORD/RNODE): E||e^T J||^2 = tr(J J^T) = ||J||_F^2 for E[e e^T] = I.
+            (dy, dextras), vjp = jax.vjp(f, y)
+            (e_jac,) = vjp((self.probe, jax.tree.map(jnp.zeros_like, dextras)))
+            jac = _sq_norm(e_jac)
+        elif self.jacobian:
+
+            def f_aux(y_):
+                # The output doubles as the auxiliary value, so f is traced once.
+                out = f(y_)
+                return out[0], out
+
+            jac_tree, (dy, dextras) = jax.jacfwd(f_aux, has_aux=True)(y)
+            jac = _sq_norm(jac_tree)
+        else:
+            (dy, dextras), jac = f(y), zero
+        kin = _sq_norm(dy) if self.kinetic else zero
+        penalties = {"kinetic": kin.astype(dtype), "jacobian": jac.astype(dtype)}
+        return dy, {**dextras, **penalties}
 
 
 class RNODE(AbstractContinuousWrapper):
@@ -118,19 +162,14 @@ class RNODE(AbstractContinuousWrapper):
         self.inference = inference
 
     def __check_init__(self):
-        if not isinstance(self.model, AbstractContinuousModel):
-            raise TypeError(
-                f"{_OWNER}: `model` must be a continuous neurde model (a `neurde.NeuralODE`, "
-                f"`NeuralSDE`, or one wrapped by a transform), got an object of type "
-                f"{type(self.model).__name__}. Wrap a field first: "
-                "`RNODE(neurde.NeuralODE(field, t1=1.0))`."
-            )
-        if find_wrapper(self.model, RNODE) is not None:
-            raise TypeError(
-                f"{_OWNER}: the model is already {describe(self.model)}, which integrates the "
-                "same penalties; apply RNODE once (choose its terms with `kinetic=` and "
-                "`jacobian=`)."
-            )
+        check_wrappable(
+            _OWNER,
+            self.model,
+            RNODE,
+            "RNODE(neurde.NeuralODE(field, t1=1.0))",
+            "which integrates the same penalties; apply RNODE once (choose its terms with "
+            "`kinetic=` and `jacobian=`).",
+        )
         for name in ("kinetic", "jacobian"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(
@@ -172,12 +211,7 @@ class RNODE(AbstractContinuousWrapper):
         return jax.tree.unflatten(treedef, probes)
 
     def problem(
-        self,
-        y0: PyTree[Any],
-        ts: Any,
-        *,
-        args: Args,
-        key: PRNGKeyArray | None,
+        self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
     ) -> Problem:
         """The wrapped model's problem with the two penalties as extra outputs."""
         inner = self.model.problem(y0, ts, args=args, key=key)
@@ -187,35 +221,10 @@ class RNODE(AbstractContinuousWrapper):
         if self.inference:
             # No integrands: the penalties keep their initial value, zero.
             return dataclasses.replace(inner, extras=extras)
-        field = _plain(inner)
+        field = _Plain(inner.drift) if inner.augmented is None else inner.augmented
+        exact = self.estimator == "exact"
         probe = self._probe(y0, key)
-        kinetic, jacobian, exact = self.kinetic, self.jacobian, self.estimator == "exact"
-
-        def augmented(t: Any, y: Any, args: Any) -> tuple[Any, dict[str, Array]]:
-            def f(y_):
-                return field(t, y_, args)
-
-            if jacobian and not exact:
-                # One reverse-mode product per evaluation, with the probe fixed along the solve
-                # (as in FFJORD/RNODE): E||e^T J||^2 = tr(J J^T) = ||J||_F^2 for E[e e^T] = I.
-                (dy, dextras), vjp = jax.vjp(f, y)
-                (e_jac,) = vjp((probe, jax.tree.map(jnp.zeros_like, dextras)))
-                jac = _sq_norm(e_jac)
-            elif jacobian:
-
-                def f_aux(y_):
-                    # The output doubles as the auxiliary value, so f is traced once.
-                    out = f(y_)
-                    return out[0], out
-
-                jac_tree, (dy, dextras) = jax.jacfwd(f_aux, has_aux=True)(y)
-                jac = _sq_norm(jac_tree)
-            else:
-                (dy, dextras), jac = f(y), zeros["jacobian"]
-            kin = _sq_norm(dy) if kinetic else zeros["kinetic"]
-            penalties = {"kinetic": kin.astype(dtype), "jacobian": jac.astype(dtype)}
-            return dy, {**dextras, **penalties}
-
+        augmented = _Penalized(field, probe, self.kinetic, self.jacobian, exact)
         return dataclasses.replace(inner, extras=extras, augmented=augmented)
 
 

@@ -18,7 +18,7 @@ from .transform import Where, regularize
 
 
 class ShakeShake(AbstractBranchRegularizer):
-    r"""Shake-Shake regularisation of a stack whose blocks are `Branches`.
+    r"""Shake-Shake regularization of a stack whose blocks are `Branches`.
 
     The forward pass uses $a$, the backward pass an independent $b$: the value is
     $a f^1 + (1-a) f^2$ and its gradient that of $b f^1 + (1-b) f^2$.

@@ -7,13 +7,13 @@ from typing import Any
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
-from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._types import Args
+from .._types import Args, Input, MaybeKey, SaveTimes
 from .._validation import require_key
 from ..model import END_TIME_KEY, AbstractContinuousModel, AbstractContinuousWrapper
 from ..problem import Problem
-from .transform import Where, apply, describe, find_wrapper
+from .transform import Where, apply, check_wrappable
 
 _OWNER = "STEER"
 
@@ -33,8 +33,10 @@ class STEER(AbstractContinuousWrapper):
 
     The wrapped model can be any continuous model: a `NeuralODE`, a `NeuralSDE`, or one
     wrapped by another transform. Over a noisy model (`noise.additive(...)`, in either
-    order) the SDE is integrated to $T'$ (its Brownian motion is sampled on
-    $[t_0, T + b]$); over RNODE the penalties are integrated over $[t_0, T']$.
+    order) the SDE is integrated to $T'$, with its Brownian motion sampled on
+    $[t_0, T + b]$ by a `diffrax.VirtualBrownianTree` (a `brownian="grid"` path is replaced:
+    with constant steps Diffrax spreads the steps evenly over $[t_0, T']$, off the grid); over
+    RNODE the penalties are integrated over $[t_0, T']$.
 
     One $T'$ is drawn per call from `jr.fold_in(key, 1)` (the Brownian motion of a noisy
     model uses `key` itself, so the two are independent and do not depend on the order of the
@@ -65,18 +67,13 @@ class STEER(AbstractContinuousWrapper):
         self.inference = inference
 
     def __check_init__(self):
-        if not isinstance(self.model, AbstractContinuousModel):
-            raise TypeError(
-                f"{_OWNER}: `model` must be a continuous neurde model (a `neurde.NeuralODE`, "
-                f"`NeuralSDE`, or one wrapped by a transform), got an object of type "
-                f"{type(self.model).__name__}. Wrap a field first: "
-                "`STEER(neurde.NeuralODE(field, t1=1.0), b=0.5)`."
-            )
-        if find_wrapper(self.model, STEER) is not None:
-            raise TypeError(
-                f"{_OWNER}: the model is already {describe(self.model)}, which draws its own "
-                "end time; a second STEER would overwrite it. Apply STEER once."
-            )
+        check_wrappable(
+            _OWNER,
+            self.model,
+            STEER,
+            "STEER(neurde.NeuralODE(field, t1=1.0), b=0.5)",
+            "which draws its own end time; a second STEER would overwrite it. Apply STEER once.",
+        )
         t0, t1 = self.model.t0, self.model.t1
         if t1 is None:
             raise ValueError(
@@ -109,12 +106,7 @@ class STEER(AbstractContinuousWrapper):
         return jr.uniform(end_key, (), minval=t1 - self.b, maxval=t1 + self.b)
 
     def problem(
-        self,
-        y0: PyTree[Any],
-        ts: Any,
-        *,
-        args: Args,
-        key: PRNGKeyArray | None,
+        self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
     ) -> Problem:
         """The wrapped model's problem with the end time $T'$ of this call."""
         if ts is not None:
@@ -127,7 +119,13 @@ class STEER(AbstractContinuousWrapper):
         if self.inference:
             return inner
         t1 = self.end_time(key).astype(jnp.result_type(inner.t1, float))
-        return dataclasses.replace(inner, t1=t1, brownian_t1=float(inner.t1) + self.b)
+        # A random end time is off the step grid, so Diffrax's constant steps (the interval
+        # split evenly) fall between the points of a grid Brownian path, whose linear
+        # interpolation would lose variance there: sample a virtual Brownian tree instead.
+        brownian = "tree" if inner.diffusion is not None else inner.brownian
+        return dataclasses.replace(
+            inner, t1=t1, brownian_t1=float(inner.t1) + self.b, brownian=brownian
+        )
 
 
 def steer(model: Any, b: float, *, where: Where = None) -> Any:
@@ -143,5 +141,5 @@ def steer(model: Any, b: float, *, where: Where = None) -> Any:
         where,
         continuous=lambda m: STEER(m, b),
         discrete="STEER perturbs the end time of a continuous solve, and a discrete stack has "
-        "a fixed depth; randomise its blocks with `stochastic_depth` instead.",
+        "a fixed depth; randomize its blocks with `stochastic_depth` instead.",
     )

@@ -9,13 +9,13 @@ from jaxtyping import Array
 
 from .._validation import require_key
 from ..discrete import AbstractScheme
-from .base import AbstractBranchRegularizer, AbstractNoise, combined_scale
+from .base import AbstractBranchRegularizer, AbstractNoise, check_noises, combined_scale
 
 Form: TypeAlias = Literal["discrete", "sde"]
 
 
 class StochasticEuler(AbstractScheme):
-    r"""A randomised ResNet block: one Euler–Maruyama step per block, one key per block.
+    r"""A randomized ResNet block: one Euler–Maruyama step per block, one key per block.
 
     Block $n$ (time $t_n = n h$, field $f_n$) computes
 
@@ -35,7 +35,7 @@ class StochasticEuler(AbstractScheme):
 
     The `neurde.noise` transforms put it in a `discrete.ResidualStack` in place of `Euler()`
     (noise injection and branch regularizers are defined on the ResNet step), so a
-    randomised net is still a `ResidualStack`, run by the same scan; the stack's `key` is
+    randomized net is still a `ResidualStack`, run by the same scan; the stack's `key` is
     split into one key per block.
 
     **Arguments:**
@@ -60,12 +60,7 @@ class StochasticEuler(AbstractScheme):
             raise ValueError(
                 f"StochasticEuler: `form` must be 'discrete' or 'sde', got {self.form!r}."
             )
-        for noise in self.noises:
-            if not isinstance(noise, AbstractNoise):
-                raise TypeError(
-                    f"StochasticEuler: noises must be neurde.noise.AbstractNoise objects "
-                    f"(Additive, Multiplicative, DropoutDiffusion), got {type(noise).__name__}."
-                )
+        check_noises("StochasticEuler", self.noises)
 
     def init(self, y0: Array) -> Array:
         return y0

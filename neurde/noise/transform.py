@@ -6,7 +6,7 @@ Every transform (`additive`, `steer`, `stochastic_depth`, ...) is applied by `ap
   transform is applied to `where(model)` and the result put back in its place;
 - to a continuous model (`neurde.AbstractContinuousModel`, wrapped or not), the transform
   wraps it;
-- to a `discrete.ResidualStack`, the transform randomises its scheme (`StochasticEuler`);
+- to a `discrete.ResidualStack`, the transform randomizes its scheme (`StochasticEuler`);
 - to a wrapper (`neurde.AbstractWrapper`: `neurde.Composed`, `discrete.Classifier`,
   `MonteCarlo`), the transform is applied to the model it holds;
 - anything else is a `TypeError` that asks for `where=`.
@@ -31,7 +31,7 @@ from ..model import (
     AbstractWrapper,
     wrapped_models,
 )
-from .base import AbstractBranchRegularizer, AbstractNoise
+from .base import AbstractBranchRegularizer, AbstractNoise, check_noises
 from .branches import Branches
 from .noisy import NoisyModel
 from .stochastic_euler import Form, StochasticEuler
@@ -47,7 +47,7 @@ def describe(model: Any) -> str:
         if isinstance(scheme, StochasticEuler):
             parts = [type(noise).__name__ for noise in scheme.noises]
             parts += [] if scheme.branch is None else [type(scheme.branch).__name__]
-            return f"a ResidualStack randomised by {' and '.join(parts) or 'StochasticEuler'}"
+            return f"a ResidualStack randomized by {' and '.join(parts) or 'StochasticEuler'}"
         return f"a ResidualStack with scheme {type(scheme).__name__}"
     names = [type(m).__name__ for m in wrapped_models(model)]
     return "(".join(names) + ")" * (len(names) - 1)
@@ -59,6 +59,19 @@ def find_wrapper(model: Any, cls: type) -> Any:
         if isinstance(inner, cls):
             return inner
     return None
+
+
+def check_wrappable(owner: str, model: Any, cls: type, example: str, again: str) -> None:
+    """A wrapper of type `cls` may wrap `model`: a continuous model that no `cls` wraps yet
+    (`again` says why a second one has no meaning)."""
+    if not isinstance(model, AbstractContinuousModel):
+        raise TypeError(
+            f"{owner}: `model` must be a continuous neurde model (a `neurde.NeuralODE`, "
+            f"`NeuralSDE`, or one wrapped by a transform), got an object of type "
+            f"{type(model).__name__}. Wrap a field first: `{example}`."
+        )
+    if find_wrapper(model, cls) is not None:
+        raise TypeError(f"{owner}: the model is already {describe(model)}, {again}")
 
 
 def _act(owner: str, action: Action, model: Any) -> Any:
@@ -76,11 +89,26 @@ def apply(
     discrete: Action,
     extras: bool = False,
 ) -> Any:
-    """Apply a transform to `model` (see the module docstring for the rules).
+    """Apply a transform to `model`: how every `neurde.noise` transform finds its target.
 
-    `continuous` and `discrete` are what the transform does to each kind of model, or the
-    reason it cannot. `extras=True` marks transforms that add extra outputs, which only
-    reach a loss through a chain of `neurde.AbstractModel`s.
+    - With `where=` (a function selecting a model inside `model`, as in `eqx.tree_at`), the
+      transform is applied to `where(model)` and the result is put back in its place.
+    - A continuous model (`neurde.AbstractContinuousModel`, wrapped or not) is wrapped.
+    - A `discrete.ResidualStack` gets its Euler scheme randomized (`StochasticEuler`).
+    - A wrapper (`neurde.AbstractWrapper`: `neurde.Composed`, `discrete.Classifier`,
+      `MonteCarlo`) has the transform applied to the model it holds.
+    - Anything else is a `TypeError` that asks for `where=`.
+
+    **Arguments:**
+
+    - `owner`: the transform's name, for messages.
+    - `model`: what the transform is applied to.
+    - `where`: an optional selector of the model inside `model`.
+    - `continuous`, `discrete`: what the transform does to each kind of model, or a string
+      saying why it has no meaning there (then a `TypeError` is raised at construction).
+    - `extras`: the transform adds extra outputs (`solve(...).extras`), which only reach a
+      loss through a chain of `neurde.AbstractModel`s; a module in between that is not one
+      is refused.
     """
     if where is not None:
         return _apply_where(owner, model, where, continuous, discrete, extras)
@@ -119,12 +147,15 @@ def _apply_where(
             f"{owner}: `where` must select a neurde model inside {type(model).__name__}, got "
             f"{type(target).__name__}."
         )
-    if extras and not isinstance(model, AbstractModel):
+    # The modules between `model` and the target: each must pass the extras on.
+    containers = (_path(model, target) or [model, target])[:-1]
+    dropping = [m for m in containers if not isinstance(m, AbstractModel)]
+    if extras and dropping:
         raise TypeError(
             f"{owner}: the transform adds extra outputs (`solve(...).extras`), but "
-            f"{type(model).__name__} is not a neurde.AbstractModel, so calling it would drop "
-            "them. Build the outer module as a `neurde.Composed(encoder, model, decoder)`, or "
-            "make it an AbstractModel whose `solve` passes `extras` through (see "
+            f"{type(dropping[-1]).__name__} is not a neurde.AbstractModel, so calling it would "
+            "drop them. Build the outer module as a `neurde.Composed(encoder, model, decoder)`, "
+            "or make it an AbstractModel whose `solve` passes `extras` through (see "
             "`neurde.model`), or apply the transform to the inner model before building the "
             "module and call its `solve` yourself."
         )
@@ -132,7 +163,26 @@ def _apply_where(
     return eqx.tree_at(where, model, new)
 
 
-def _randomise(
+def _path(root: Any, target: Any) -> list[Any]:
+    """The nodes from `root` down to `target` (found by identity), or `[]`."""
+    if root is target:
+        return [root]
+    if isinstance(root, eqx.Module):
+        children = [getattr(root, f.name) for f in dataclasses.fields(root)]
+    elif isinstance(root, list | tuple):
+        children = list(root)
+    elif isinstance(root, dict):
+        children = list(root.values())
+    else:
+        return []
+    for child in children:
+        path = _path(child, target)
+        if path:
+            return [root, *path]
+    return []
+
+
+def _randomize(
     owner: str,
     stack: ResidualStack,
     noises: tuple[AbstractNoise, ...] = (),
@@ -149,10 +199,18 @@ def _randomise(
             f"needs a ResNet stack (scheme Euler()); got {type(scheme).__name__}. Build the "
             "stack with `neurde.discrete.Euler()`."
         )
+    if scheme.inference:
+        raise TypeError(
+            f"{owner}: the stack is {describe(stack)}, switched off by `eqx.nn.inference_mode`, "
+            "and one StochasticEuler scheme has one inference flag for all its randomness, so "
+            "the new one would be switched off too. Apply every transform first and "
+            "`inference_mode` last, or switch the stack back on with "
+            "`eqx.nn.inference_mode(model, False)`."
+        )
     if branch is not None:
         if scheme.branch is not None:
             raise TypeError(
-                f"{owner}: the stack's residual branches are already randomised by "
+                f"{owner}: the stack's residual branches are already randomized by "
                 f"{type(scheme.branch).__name__}, and {type(branch).__name__} would be a "
                 "second random multiplier of the same branch, whose SDE form is neither "
                 "regularizer's. Use one branch regularizer per stack (noises can be added "
@@ -187,12 +245,7 @@ def inject(
       inside (see `neurde.noise.apply`).
     """
     owner = "neurde.noise.inject"
-    for noise in noises:
-        if not isinstance(noise, AbstractNoise):
-            raise TypeError(
-                f"{owner}: noises must be neurde.noise.AbstractNoise objects (Additive, "
-                f"Multiplicative, DropoutDiffusion), got {type(noise).__name__}."
-            )
+    noises = check_noises(owner, noises)
     options = {"solver": solver, "dt0": dt0, "brownian": brownian}
     given = sorted(k for k, v in options.items() if v is not None)
 
@@ -205,7 +258,7 @@ def inject(
                 f"{owner}: {given} apply to continuous models only; a discrete stack takes "
                 "one Euler–Maruyama step per block of size h."
             )
-        return _randomise(owner, stack, noises=noises)
+        return _randomize(owner, stack, noises=noises)
 
     return apply(owner, model, where, continuous=continuous, discrete=discrete)
 
@@ -230,8 +283,8 @@ def regularize(
         owner,
         model,
         where,
-        continuous=f"{name} randomises the residual branches of a discrete net (a "
+        continuous=f"{name} randomizes the residual branches of a discrete net (a "
         "ResidualStack with scheme Euler). For continuous models inject noise instead: "
         "`neurde.noise.dropout_diffusion`, `additive` or `multiplicative`.",
-        discrete=lambda stack: _randomise(owner, stack, branch=branch, form=form),
+        discrete=lambda stack: _randomize(owner, stack, branch=branch, form=form),
     )

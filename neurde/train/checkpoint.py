@@ -1,4 +1,4 @@
-"""Checkpoints: Equinox serialisation behind a small JSON header.
+"""Checkpoints: Equinox serialization behind a small JSON header.
 
 A file holds one magic line, one line of JSON (neurde version, the model's class, user
 hyperparameters, and the shape and dtype of every array leaf), then the leaves written by

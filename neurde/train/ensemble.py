@@ -20,7 +20,7 @@ from .step import LossFn, Step, init_optimizer, step_once
 
 
 def make_ensemble(make_model: Callable[[PRNGKeyArray], Any], n: int, *, key: PRNGKeyArray) -> Any:
-    """Build `n` independently initialised models as one stacked module.
+    """Build `n` independently initialized models as one stacked module.
 
     **Arguments:**
 

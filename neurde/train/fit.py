@@ -97,6 +97,8 @@ def _as_iterator(data: Any, batch_size: int | None, key: PRNGKeyArray) -> Iterat
 
 def _progress_bar(steps: int, enabled: bool) -> Any:
     """A tqdm bar over the steps; sparse when stderr is not a terminal (a log file)."""
+    if not enabled:
+        return range(steps)
     from tqdm.auto import tqdm  # imported here so `import neurde` does not load it
 
     # Redirected to a file, every refresh is kept as text: refresh every 30 s instead of
@@ -104,7 +106,6 @@ def _progress_bar(steps: int, enabled: bool) -> Any:
     interactive = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
     return tqdm(
         range(steps),
-        disable=not enabled,
         desc="fit",
         dynamic_ncols=interactive,
         mininterval=0.1 if interactive else 30.0,
@@ -134,7 +135,7 @@ def fit(
     eval_every: int = 100,
     progress: bool = True,
 ) -> FitResult:
-    """Train `model` to minimise `loss_fn` with Optax.
+    """Train `model` to minimize `loss_fn` with Optax.
 
     Each step draws a minibatch, a fresh key (`fold_in(key, step)`), computes the loss and
     its gradient with respect to `neurde.trainable(model)` and applies `optim`. The run is
@@ -149,7 +150,7 @@ def fit(
       such as `"nfe"` are recorded and shown in the progress bar.
     - `data`: a PyTree of arrays with a shared leading axis (minibatched with `batch_size`,
       or used whole when `batch_size=None`), or an iterator of ready batches.
-    - `steps`: number of optimisation steps.
+    - `steps`: number of optimization steps.
     - `key`: randomness for minibatches and the loss.
     - `optim`: Optax transformation (default `optax.adam(1e-3)`).
     - `batch_size`: minibatch size for array data.
@@ -221,4 +222,3 @@ def fit(
         if callback is not None and ((i + 1) % eval_every == 0 or i + 1 == steps):
             history.evals.append((i + 1, callback(i + 1, model)))
     return FitResult(model, opt_state, history)
-

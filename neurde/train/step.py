@@ -1,4 +1,4 @@
-"""One optimisation step, compiled: the building block of `fit` and of hand-written loops."""
+"""One optimization step, compiled: the building block of `fit` and of hand-written loops."""
 
 from collections.abc import Callable
 from typing import Any, TypeAlias
@@ -79,7 +79,7 @@ def make_step(loss_fn: LossFn, optim: optax.GradientTransformation) -> Step:
     **Arguments:**
 
     - `loss_fn`: `loss(model, batch, key) -> scalar` or `(scalar, aux_dict)`.
-    - `optim`: an Optax transformation; initialise its state with
+    - `optim`: an Optax transformation; initialize its state with
       `neurde.init_optimizer(optim, model)`.
 
     **Returns:**

@@ -98,7 +98,7 @@ def test_constant_step_sde_needs_dt0():
 
 
 def test_branch_regularizers_need_a_discrete_euler_stack():
-    with pytest.raises(TypeError, match="randomises the residual branches of a discrete net"):
+    with pytest.raises(TypeError, match="randomizes the residual branches of a discrete net"):
         noise.stochastic_depth(_ode(dt0=0.1))
     with pytest.raises(TypeError, match=r"needs a ResNet stack \(scheme Euler\(\)\)"):
         noise.residual_dropout(_stack(discrete.RungeKutta.rk4()), 0.2)
@@ -108,7 +108,7 @@ def test_branch_regularizers_need_a_discrete_euler_stack():
 
 def test_one_branch_regularizer_per_stack():
     with pytest.raises(
-        TypeError, match=r"already randomised by StochasticDepth, and ResidualDropout would"
+        TypeError, match=r"already randomized by StochasticDepth, and ResidualDropout would"
     ):
         noise.residual_dropout(noise.stochastic_depth(_stack()), 0.1)
 

@@ -213,7 +213,7 @@ def test_fit_learns_a_linear_system():
     errors = [e for _, e in history.evals]
     assert [s for s, _ in history.evals] == [100, 200, 300]
     assert errors[-1] < errors[0]
-    # The data are exact and RK4 with dt = 0.05 is accurate to ~1e-7 here, so optimisation
+    # The data are exact and RK4 with dt = 0.05 is accurate to ~1e-7 here, so optimization
     # alone limits the fit (observed: max error 2e-6, loss 1e-13).
     assert errors[-1] < 1e-4, errors
     assert history.loss[-1] < 1e-9

@@ -1,4 +1,4 @@
-"""`make_step`: one compiled optimisation step over the trainable leaves of a model.
+"""`make_step`: one compiled optimization step over the trainable leaves of a model.
 
 Compiling a step through a Diffrax solve dominates the run time of these tests, so the
 float32 tests share one compiled step (the `adamw_step` fixture), and losses take one
