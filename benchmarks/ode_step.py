@@ -126,7 +126,7 @@ def adaptive(batch_size: int, n_times: int, repeats: int) -> float:
     direct = make_direct_step(direct_loss)
     direct_state = optim.init(eqx.filter(field.mlp, eqx.is_array))
 
-    stats = model.stats(model.solve(data.y0[0], data.ts))
+    stats = model.solve(data.y0[0], data.ts).stats
     print(f"(a) Tsit5 rtol={RTOL} atol={ATOL}: batch {batch_size}, {n_times} save times on")
     print(f"    [0, {float(data.ts[-1]):g}], {int(stats['num_steps'])} steps for example 0")
     new_model, _, loss_a, _ = step(model, opt_state, batch, key)
@@ -159,7 +159,7 @@ def fixed_step(batch_size: int, repeats: int, quick: bool) -> tuple[float, float
     by_hand = make_direct_step(diffrax_final_loss)
     scan_state = optim.init(eqx.filter(field.mlp, eqx.is_array))
 
-    stats = model.stats(model.solve(data.y0[0]))
+    stats = model.solve(data.y0[0]).stats
     print(f"\n(b) RK4 dt0={RK4_DT} on [0, {RK4_STEPS * RK4_DT:g}]: batch {batch_size},")
     print(f"    {int(stats['num_steps'])} diffrax steps, loss on the final state")
     loss = step(model, opt_state, batch, key)[2]
