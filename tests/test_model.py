@@ -228,7 +228,7 @@ def test_continuous_adjoint_sees_the_parameters_inside_a_noisy_diffusion():
 
         def gradient(adjoint):
             ode = neurde.NeuralODE(field, t1=0.5, adjoint=adjoint)
-            model = noise.dropout_diffusion(ode, 0.2, solver=diffrax.Heun(), dt0=0.005)
+            model = noise.dropout_diffusion(ode, 0.2, solver=diffrax.Heun(), dt0=0.01)
             loss = lambda m: jnp.sum(m(jnp.array([0.3, -0.7]), key=jr.key(1)) ** 2)  # noqa: E731
             grads = eqx.filter_grad(loss)(model)
             return jax.flatten_util.ravel_pytree(eqx.filter(grads, eqx.is_inexact_array))[0]
