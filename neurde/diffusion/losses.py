@@ -52,10 +52,8 @@ from .forward import AbstractForwardSDE
 from .score import Parameterization
 from .time_sampling import TimeSampling, sample_times
 
+# The DSM weighting $\lambda(t)$: `"score"`, `"likelihood"` or `"none"` (`dsm_loss`).
 Weighting: TypeAlias = Literal["score", "likelihood", "none"]
-# The API test and `help` read a docstring; Literal aliases have none of their own.
-Weighting.__doc__ = """The DSM weighting $\\lambda(t)$: `"score"`, `"likelihood"` or `"none"`
-(`dsm_loss`)."""
 
 
 def _check_options(owner: str, sde: Any, parameterization: Any, weighting: Any) -> None:

@@ -36,11 +36,8 @@ class ScoreFn(Protocol):
         ...
 
 
+# What a network predicts: `"score"` or `"noise"` (`Score`, `dsm_loss`).
 Parameterization: TypeAlias = Literal["score", "noise"]
-# The API test and `help` read a docstring; Literal aliases have none of their own.
-Parameterization.__doc__ = (
-    """What a network predicts: `"score"` or `"noise"` (`Score`, `dsm_loss`)."""
-)
 
 
 class Score(eqx.Module):

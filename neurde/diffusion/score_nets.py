@@ -21,10 +21,8 @@ from ..discrete.fields import ScanConv
 from ..fields import AbstractField
 from ._checks import check_choice, check_integer
 
+# A time embedding: `"sinusoidal"` (fixed) or `"fourier"` (random features) (`TimeEmbedding`).
 Embedding: TypeAlias = Literal["sinusoidal", "fourier"]
-# The API test and `help` read a docstring; Literal aliases have none of their own.
-Embedding.__doc__ = """A time embedding: `"sinusoidal"` (fixed) or `"fourier"` (random features)
-(`TimeEmbedding`)."""
 EMBEDDINGS = {"sinusoidal": "DDPM's fixed frequencies", "fourier": "random Gaussian frequencies"}
 
 

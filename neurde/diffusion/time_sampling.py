@@ -24,10 +24,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._checks import TIME_SAMPLINGS, check_choice, check_eps, check_integer
 from .forward import AbstractForwardSDE
 
+# How training times are drawn: `"uniform"`, `"low_discrepancy"` or `"importance"`
+# (`sample_times`, `dsm_loss`).
 TimeSampling: TypeAlias = Literal["uniform", "low_discrepancy", "importance"]
-# The API test and `help` read a docstring; Literal aliases have none of their own.
-TimeSampling.__doc__ = """How training times are drawn: `"uniform"`, `"low_discrepancy"` or
-`"importance"` (`sample_times`, `dsm_loss`)."""
 
 
 def sample_times(

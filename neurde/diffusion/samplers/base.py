@@ -20,10 +20,8 @@ from .._checks import TIME_GRIDS, check_choice, check_eps, check_steps
 from ..forward import AbstractForwardSDE
 from ..score import ScoreFn
 
+# The spacing of a sampler's times: `"uniform"`, `"logsnr"` or `"edm"` (`time_grid`).
 TimeGrid: TypeAlias = Literal["uniform", "logsnr", "edm"]
-# The API test and `help` read a docstring; Literal aliases have none of their own.
-TimeGrid.__doc__ = """The spacing of a sampler's times: `"uniform"`, `"logsnr"` or `"edm"`
-(`time_grid`)."""
 
 
 class AbstractSampler(eqx.Module):
