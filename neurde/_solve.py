@@ -115,6 +115,16 @@ def _brownian(problem: Problem, y: Array) -> diffrax.AbstractBrownianPath:
     )
 
 
+def divides(t0: Any, t1: Any, dt0: float) -> bool:
+    """Whether constant steps of `dt0` from concrete `t0` land on `t1` (Diffrax then steps on
+    the grid t0 + k dt0; otherwise it splits the interval evenly after a first step of
+    `dt0`). False for traced times."""
+    if not (is_concrete(t0) and is_concrete(t1)):
+        return False
+    steps = (float(t1) - float(t0)) / dt0
+    return abs(steps - round(steps)) <= 1e-6 * max(1.0, steps)
+
+
 def _check_steps(problem: Problem) -> None:
     """Constant steps need `dt0`; a grid Brownian path needs steps on its grid."""
     owner, dt0 = problem.owner, problem.dt0
@@ -127,16 +137,14 @@ def _check_steps(problem: Problem) -> None:
     if problem.diffusion is None or problem.brownian != "grid" or dt0 is None:
         return
     t0, t1 = problem.t0, problem.t1
-    if is_concrete(t0) and is_concrete(t1):
-        steps = (float(t1) - float(t0)) / dt0
-        if abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
-            raise ValueError(
-                f"{owner}: brownian='grid' samples the Brownian motion every dt0 = {dt0}, but "
-                f"t1 - t0 = {float(t1) - float(t0)} is not a multiple of it, so Diffrax's "
-                "constant steps (the interval split evenly) would fall between grid points, "
-                "where the interpolated path has too little variance. Choose dt0 dividing "
-                "the interval, or brownian='tree'."
-            )
+    if is_concrete(t0) and is_concrete(t1) and not divides(t0, t1, dt0):
+        raise ValueError(
+            f"{owner}: brownian='grid' samples the Brownian motion every dt0 = {dt0}, but "
+            f"t1 - t0 = {float(t1) - float(t0)} is not a multiple of it, so Diffrax's "
+            "constant steps (the interval split evenly) would fall between grid points, "
+            "where the interpolated path has too little variance. Choose dt0 dividing "
+            "the interval, or brownian='tree'."
+        )
 
 
 def _check_fields(problem: Problem, y0: PyTree[Array], args: Any) -> None:

@@ -5,8 +5,9 @@ meaning, or is refused at construction with a `TypeError` that says why.
 Transforms: noise injection (`additive`, `multiplicative`, `dropout_diffusion`), `steer`,
 `rnode`, the residual-branch regularizers, `MonteCarlo` and `eqx.nn.inference_mode`. Models:
 a `NeuralODE`, a `NeuralSDE`, an Euler `ResidualStack` (of `Branches` blocks, so Shake-Shake
-applies), a `discrete.Classifier` and a user module holding a `NeuralODE` (transforms reach
-it with `where=`).
+applies), a `discrete.Classifier`, a user module holding a `NeuralODE` (transforms reach it with
+`where=`) and a `neurde.Composed` around a `NeuralODE` (transforms reach it through the
+wrapper).
 
 The documented meanings the references implement:
 
@@ -50,7 +51,7 @@ CONTINUOUS = ("additive", "multiplicative", "dropout_diffusion", "steer", "rnode
 BRANCH = ("residual_dropout", "stochastic_depth", "shake_shake", "shake_drop")
 NOISES = ("additive", "multiplicative", "dropout_diffusion")
 TRANSFORMS = (*CONTINUOUS, *BRANCH, "monte_carlo", "inference_mode")
-BASES = ("ode", "sde", "stack", "classifier", "user")
+BASES = ("ode", "sde", "stack", "classifier", "user", "composed")
 TRIPLES = [
     ("additive", "steer", "rnode"),
     ("rnode", "multiplicative", "monte_carlo"),
@@ -93,6 +94,8 @@ def build(base: str) -> Any:
         return neurde.NeuralSDE(_field(jr.key(0)), _g0, t1=T, dt0=DT, brownian="grid")
     if base == "user":
         return UserNet(build("ode"), jnp.array([2.0, -1.0]))
+    if base == "composed":
+        return neurde.Composed(jnp.tanh, build("ode"), jnp.sin)
     stack = discrete.ResidualStack(_branches, discrete.Euler(), DEPTH, key=jr.key(1))
     if base == "stack":
         return stack
@@ -314,6 +317,9 @@ def reference(base: str, names: tuple[str, ...], x: Any, key: Any) -> tuple[Any,
     if base == "user":
         y, extras = _continuous_reference("ode", names, x, key)
         return build("user").scale * y, extras
+    if base == "composed":
+        y, extras = _continuous_reference("ode", names, jnp.tanh(x), key)
+        return jnp.sin(y), extras
     model = build(base)
     if base == "stack":
         return _discrete_reference(names, x, key, model), {}

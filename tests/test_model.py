@@ -1,6 +1,7 @@
 """The model interface: one call signature, `solve` and `ModelSolution`, configuration checked
 at every trace, save times on discrete stacks, `Composed`, and the errors of each."""
 
+import dataclasses
 import io
 import sys
 
@@ -237,3 +238,76 @@ def test_continuous_adjoint_sees_the_parameters_inside_a_noisy_diffusion():
         scale = float(jnp.max(jnp.abs(backprop)))
         assert scale > 0
         np.testing.assert_allclose(backsolve, backprop, atol=0.025 * scale)
+
+
+class _Decay(neurde.AbstractContinuousModel):
+    """A new continuous family written against the interface: dy = -rate y dt, with an
+    optional diffusion that (wrongly) forgets to take a key."""
+
+    rate: jax.Array
+    t0: float = 0.0
+    t1: float | None = 1.0
+    keyless_noise: bool = eqx.field(static=True, default=False)
+
+    def problem(self, y0, ts=None, *, args=None, key=None):
+        del y0, args, key
+        problem = neurde.Problem(
+            lambda t, y, a: -self.rate * y,
+            self.t0,
+            self.t1,
+            diffrax.Tsit5(),
+            diffrax.PIDController(rtol=1e-8, atol=1e-8),
+            diffrax.RecursiveCheckpointAdjoint(),
+            None,
+            4096,
+            True,
+            "Decay",
+        )
+        if self.keyless_noise:
+            return dataclasses.replace(problem, diffusion=lambda t, y, a: jnp.ones_like(y))
+        return problem
+
+
+def test_a_new_continuous_family_gets_solve_and_the_transforms():
+    model = _Decay(jnp.asarray(2.0))
+    np.testing.assert_allclose(model(Y0), Y0 * np.exp(-2.0), rtol=1e-6)
+    ts = jnp.array([0.25, 1.0])
+    np.testing.assert_allclose(model(Y0, ts), Y0 * np.exp(-2.0 * ts[:, None]), rtol=1e-6)
+    # RNODE's exact penalties: kinetic = int |2 y|^2 dt, Jacobian = int ||-2 I||_F^2 dt.
+    penalties = noise.rnode(model, estimator="exact").solve(Y0).extras
+    kinetic = 4 * float(Y0 @ Y0) * (1 - np.exp(-4.0)) / 4
+    np.testing.assert_allclose(penalties["kinetic"], kinetic, rtol=1e-5)
+    np.testing.assert_allclose(penalties["jacobian"], 2 * 4.0, rtol=1e-6)
+    steered = noise.steer(model, 0.5)
+    end = float(steered.end_time(jr.key(0)))
+    np.testing.assert_allclose(steered(Y0, key=jr.key(0)), Y0 * np.exp(-2.0 * end), rtol=1e-5)
+    noisy = noise.additive(model, 0.1, solver=diffrax.Euler(), dt0=0.01)
+    assert noisy(Y0, key=jr.key(0)).shape == (2,)
+
+
+def test_a_problem_with_a_diffusion_needs_a_key():
+    model = _Decay(jnp.asarray(2.0), keyless_noise=True)
+    with pytest.raises(ValueError, match=r"Decay: the problem has a diffusion but no key"):
+        model(Y0)
+
+
+def test_noise_needs_one_array_as_its_state():
+    ode = neurde.NeuralODE(lambda t, y, a: jax.tree.map(jnp.negative, y), t1=1.0, dt0=0.1)
+    state = (jnp.ones(2), jnp.ones(3))
+    np.testing.assert_allclose(ode(state)[1], np.exp(-1.0) * np.ones(3), rtol=1e-2)
+    with pytest.raises(ValueError, match=r"with diagonal noise the state must be one array"):
+        noise.additive(ode, 0.1)(state, key=jr.key(0))
+
+
+def test_stochastic_euler_errors():
+    with pytest.raises(ValueError, match=r"StochasticEuler: `form` must be 'discrete' or 'sde'"):
+        noise.StochasticEuler(3, form="ito")  # pyright: ignore[reportArgumentType]
+    with pytest.raises(TypeError, match=r"StochasticEuler: noises must be neurde\.noise"):
+        noise.StochasticEuler(3, noises=(0.1,))  # pyright: ignore[reportArgumentType]
+    scheme = noise.StochasticEuler(4, noises=(noise.Additive(0.1),))
+    stack = eqx.tree_at(lambda s: s.scheme, _stack(), scheme)
+    with pytest.raises(ValueError, match=r"StochasticEuler: a `key` is needed in training mode"):
+        stack(Y0)
+    wrong_depth = eqx.tree_at(lambda s: s.scheme, _stack(), noise.StochasticEuler(3))
+    with pytest.raises(ValueError, match="StochasticEuler was built for depth 3 but the stack"):
+        wrong_depth(Y0, key=jr.key(0))

@@ -9,8 +9,9 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from .._config import BrownianKind, check_sde_solver, check_solver, has_error_estimate
+from .._solve import divides
 from .._types import Args, Input, MaybeKey, SaveTimes
-from .._validation import check_positive, is_concrete, require_key
+from .._validation import check_positive, require_key
 from ..model import AbstractContinuousModel, AbstractContinuousWrapper
 from ..problem import Problem
 from .base import AbstractNoise, check_noises, combined_scale
@@ -181,7 +182,5 @@ def _on_grid(problem: Problem, controller: Any, dt0: float | None) -> bool:
     exact at every step, and several times cheaper than a virtual tree)."""
     if not isinstance(controller, diffrax.ConstantStepSize) or dt0 is None:
         return False
-    if problem.brownian_t1 is not None or not all(map(is_concrete, (problem.t0, problem.t1))):
-        return False  # a random or traced end time (STEER): not on the grid
-    steps = (float(problem.t1) - float(problem.t0)) / dt0
-    return abs(steps - round(steps)) <= 1e-6 * max(1.0, steps)
+    # A random or traced end time (STEER) is not on the grid.
+    return problem.brownian_t1 is None and divides(problem.t0, problem.t1, dt0)

@@ -59,7 +59,9 @@ class _Penalized(eqx.Module):
             # One reverse-mode product per evaluation, with the probe fixed along the solve
             # (as in FFJORD/RNODE): E||e^T J||^2 = tr(J J^T) = ||J||_F^2 for E[e e^T] = I.
             (dy, dextras), vjp = jax.vjp(f, y)
-            (e_jac,) = vjp((self.probe, jax.tree.map(jnp.zeros_like, dextras)))
+            # The probe in the dtype the solver runs in (Diffrax may promote the state).
+            probe = jax.tree.map(lambda e, d: e.astype(d.dtype), self.probe, dy)
+            (e_jac,) = vjp((probe, jax.tree.map(jnp.zeros_like, dextras)))
             jac = _sq_norm(e_jac)
         elif self.jacobian:
 
@@ -215,7 +217,9 @@ class RNODE(AbstractContinuousWrapper):
     ) -> Problem:
         """The wrapped model's problem with the two penalties as extra outputs."""
         inner = self.model.problem(y0, ts, args=args, key=key)
-        dtype = jnp.result_type(*jax.tree.leaves(y0), float)
+        # The penalties take the state's dtype (an integer state is refused by the solve).
+        dtype = jnp.result_type(*jax.tree.leaves(y0))
+        dtype = dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
         zeros = {name: jnp.zeros((), dtype) for name in PENALTIES}
         extras = {**inner.extras, **zeros}
         if self.inference:
