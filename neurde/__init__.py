@@ -3,12 +3,19 @@
 The public API is what this module re-exports: vector fields, the model interface
 (`AbstractModel` and `ModelSolution`, see `neurde.model`), continuous models, solver
 configuration, training, checkpoints and ensembles. Families live in subpackages:
-`neurde.data` (toy data sets), `neurde.discrete` (family (a): architectures as schemes),
-`neurde.noise` (family (c): regularizers as SDE transforms), `neurde.diffusion` (family (d):
-score-based diffusion).
+`neurde.data` (toy data sets), `neurde.continuous` (family (b) beyond the plain ODE:
+augmented, second-order, Hamiltonian, latent, controlled and flow models),
+`neurde.discrete` (family (a): architectures as schemes), `neurde.noise` (family (c):
+regularizers as SDE transforms), `neurde.diffusion` (family (d): score-based diffusion).
 """
 
-from . import data as data, diffusion as diffusion, discrete as discrete, noise as noise
+from . import (
+    continuous as continuous,
+    data as data,
+    diffusion as diffusion,
+    discrete as discrete,
+    noise as noise,
+)
 from ._version import __version__ as __version__
 from .brownian import GridBrownianPath as GridBrownianPath
 from .composed import Composed as Composed

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import neurde
+import neurde.continuous
 import neurde.data
 import neurde.diffusion
 import neurde.discrete
@@ -13,6 +14,7 @@ import neurde.train
 
 PUBLIC_MODULES = [
     neurde,
+    neurde.continuous,
     neurde.data,
     neurde.discrete,
     neurde.noise,
