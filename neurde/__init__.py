@@ -36,7 +36,12 @@ from .ode import NeuralODE as NeuralODE
 from .problem import Problem as Problem
 from .sde import NeuralSDE as NeuralSDE
 from .solution import ModelSolution as ModelSolution
-from .solvers import RK4 as RK4, evaluations_per_step as evaluations_per_step
+from .solvers import (
+    RK4 as RK4,
+    Leapfrog as Leapfrog,
+    SymplecticEuler as SymplecticEuler,
+    evaluations_per_step as evaluations_per_step,
+)
 from .stats import solver_stats as solver_stats
 from .tolerances import Tolerances as Tolerances, trainable as trainable
 from .train import (

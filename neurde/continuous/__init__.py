@@ -7,3 +7,10 @@ matching. Every model is a `neurde.AbstractModel` that takes one example (batch 
 model) it holds as `model`, so the regularizer transforms of `neurde.noise`, `neurde.fit`,
 the ensembles and the checkpoints work on it unchanged.
 """
+
+from .hamiltonian import (
+    AbstractHamiltonianField as AbstractHamiltonianField,
+    HamiltonianField as HamiltonianField,
+    HamiltonianNN as HamiltonianNN,
+    SeparableHamiltonianField as SeparableHamiltonianField,
+)

@@ -19,6 +19,12 @@ from .densities import (
     two_moons as two_moons,
 )
 from .digits import digits as digits
+from .hamiltonian import (
+    mass_spring as mass_spring,
+    mass_spring_energy as mass_spring_energy,
+    pendulum as pendulum,
+    pendulum_energy as pendulum_energy,
+)
 from .irregular import irregular as irregular, masked_mse as masked_mse, random_mask as random_mask
 from .lotka_volterra import (
     lotka_volterra as lotka_volterra,
