@@ -8,9 +8,16 @@ model) it holds as `model`, so the regularizer transforms of `neurde.noise`, `ne
 the ensembles and the checkpoints work on it unchanged.
 """
 
+from .augmented import AugmentedODE as AugmentedODE
 from .hamiltonian import (
     AbstractHamiltonianField as AbstractHamiltonianField,
     HamiltonianField as HamiltonianField,
     HamiltonianNN as HamiltonianNN,
     SeparableHamiltonianField as SeparableHamiltonianField,
+)
+from .second_order import (
+    HeavyBallField as HeavyBallField,
+    HeavyBallODE as HeavyBallODE,
+    SecondOrderField as SecondOrderField,
+    SecondOrderODE as SecondOrderODE,
 )

@@ -10,6 +10,7 @@ the classification sets take an integer `seed=` because they are fixed data sets
 NumPy, like their references.
 """
 
+from .annuli import concentric_annuli as concentric_annuli
 from .batching import minibatches as minibatches
 from .classification import Classification as Classification
 from .densities import (
