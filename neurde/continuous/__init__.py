@@ -9,6 +9,7 @@ the ensembles and the checkpoints work on it unchanged.
 """
 
 from .augmented import AugmentedODE as AugmentedODE
+from .cde import ControlPath as ControlPath, NeuralCDE as NeuralCDE, control_path as control_path
 from .hamiltonian import (
     AbstractHamiltonianField as AbstractHamiltonianField,
     HamiltonianField as HamiltonianField,
