@@ -3,11 +3,13 @@
 Generators of trajectories from known dynamics (the neural ODE spiral, oscillators,
 Lotka-Volterra, the Ornstein-Uhlenbeck process), their vector fields and closed forms, the
 [`neurde.data.Trajectories`][] container they return, irregular sampling and a masked loss,
-a minibatch iterator, 2-D toy densities (two moons, checkerboard, 8 Gaussians), and two
-small classification sets (scikit-learn's 8x8 digits and MNIST-1D, in a `Classification`
-container). Trajectory generators take an explicit `key=`;
-the classification sets take an integer `seed=` because they are fixed data sets built with
-NumPy, like their references.
+a minibatch iterator, 2-D toy densities (two moons, checkerboard, 8 Gaussians) with their
+exact log densities, the data of the continuous family (concentric annuli, mass-spring and
+pendulum trajectories with their energies, irregularly sampled periodic series, spirals
+labelled by turning direction), and two small classification sets (scikit-learn's 8x8
+digits and MNIST-1D, in a `Classification` container). Trajectory generators take an
+explicit `key=`; the classification sets take an integer `seed=` because they are fixed
+data sets built with NumPy, like their references.
 """
 
 from .annuli import concentric_annuli as concentric_annuli
@@ -18,6 +20,13 @@ from .densities import (
     checkerboard as checkerboard,
     eight_gaussians as eight_gaussians,
     two_moons as two_moons,
+)
+from .density_log_prob import (
+    DENSITY_LOG_PROBS as DENSITY_LOG_PROBS,
+    checkerboard_log_prob as checkerboard_log_prob,
+    data_cross_entropy as data_cross_entropy,
+    eight_gaussians_log_prob as eight_gaussians_log_prob,
+    two_moons_log_prob as two_moons_log_prob,
 )
 from .digits import digits as digits
 from .hamiltonian import (
