@@ -77,8 +77,10 @@ class STEER(AbstractContinuousWrapper):
         t0, t1 = self.model.t0, self.model.t1
         if t1 is None:
             raise ValueError(
-                f"{_OWNER}: the wrapped model has no end time (`t1=None`), and STEER "
-                "perturbs the end time. Build it with one, e.g. `NeuralODE(field, t1=1.0)`."
+                f"{_OWNER}: the wrapped model has no end time (`t1=None`: each solve ends at "
+                "its last save time, as in a NeuralODE built without `t1` or the latent ODE of "
+                "a continuous.LatentODE), and STEER perturbs the end time. Apply STEER to a "
+                "model with a fixed end time, e.g. `NeuralODE(field, t1=1.0)`."
             )
         length = t1 - t0
         if not 0 < self.b < length:
