@@ -34,6 +34,13 @@ from .hamiltonian import (
     HamiltonianNN as HamiltonianNN,
     SeparableHamiltonianField as SeparableHamiltonianField,
 )
+from .latent_ode import LatentODE as LatentODE, elbo as elbo, gaussian_kl as gaussian_kl
+from .ode_rnn import (
+    ODERNN as ODERNN,
+    IrregularSeries as IrregularSeries,
+    TimeGapRNN as TimeGapRNN,
+    union_grid as union_grid,
+)
 from .second_order import (
     HeavyBallField as HeavyBallField,
     HeavyBallODE as HeavyBallODE,

@@ -48,6 +48,7 @@ from .ornstein_uhlenbeck import (
     ou_variance as ou_variance,
 )
 from .oscillators import oscillator as oscillator, oscillator_field as oscillator_field
+from .periodic import irregular_series as irregular_series, periodic as periodic
 from .spiral_directions import spiral_directions as spiral_directions
 from .spirals import spiral as spiral, spiral_field as spiral_field
 from .trajectories import Trajectories as Trajectories
