@@ -79,3 +79,29 @@ def test_tiny_samplers_run_writes_report_and_figures(tmp_path):
     for name in ("dpm-solver-2", "pf-ode", "8-gaussians", "quality_vs_nfe.png", "samples_digits"):
         assert name in report
     assert (out / "samples_digits.png").exists()
+
+
+def test_zoo_runs_the_chosen_sections_and_writes_a_summary(tmp_path, monkeypatch):
+    import types
+
+    from neurde.experiments import zoo
+    from neurde.experiments.report import markdown_table
+
+    calls = []
+
+    def section(report, *, size, seed):
+        calls.append((size, seed))
+        report.add("Fake", markdown_table(["a"], [[1]]))
+        return {"accuracy": 0.5}
+
+    fake = types.ModuleType("neurde.experiments.zoo_fake")
+    fake.section = section  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "neurde.experiments.zoo_fake", fake)
+    monkeypatch.setattr(zoo, "SECTIONS", {"fake": "zoo_fake", "other": "zoo_missing"})
+    out = tmp_path / "zoo"
+    args = ["run", "zoo", "--only", "fake", "--seed", "3", "--out", str(out), "--no-cache"]
+    assert main(args) == 0
+    assert calls == [("quick", 3)]
+    report = (out / "report.md").read_text()
+    assert report.index("## Summary") < report.index("## Fake")
+    assert "| fake | accuracy | 0.5 |" in report

@@ -5,10 +5,10 @@ Importing this package does not import matplotlib; each experiment imports it wh
 
 from types import ModuleType
 
-from . import architectures, regularizers, samplers, spiral
+from . import architectures, regularizers, samplers, spiral, zoo
 
 EXPERIMENTS: dict[str, ModuleType] = {
-    module.NAME: module for module in (spiral, architectures, regularizers, samplers)
+    module.NAME: module for module in (spiral, architectures, regularizers, samplers, zoo)
 }
 
 __all__ = ["EXPERIMENTS"]
