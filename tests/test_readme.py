@@ -23,7 +23,7 @@ def test_readme_example_runs(tmp_path, monkeypatch):
 
 def test_readme_noise_and_diffusion_examples_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 3, "README: the core, noise and diffusion examples"
+    assert len(blocks) == 4, "README: the core, noise, diffusion and continuous examples"
     header = "import jax, jax.numpy as jnp, jax.random as jr, optax\nimport neurde\n"
     namespace: dict = {}
     exec(compile(header + blocks[1] + blocks[2], str(README), "exec"), namespace)
@@ -31,3 +31,19 @@ def test_readme_noise_and_diffusion_examples_run(tmp_path, monkeypatch):
     assert abs(float(namespace["logits"].sum()) - 1) < 1e-5  # averaged probabilities
     samples, nfe = namespace["samples"], namespace["nfe"]
     assert samples.shape == (1024, 2) and int(nfe) == 20  # 10 steps of order 2
+
+
+def test_readme_continuous_family_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    header = (
+        "import jax, jax.numpy as jnp, jax.random as jr\nimport neurde\nfrom neurde import noise\n"
+    )
+    namespace: dict = {}
+    exec(compile(header + blocks[3], str(README), "exec"), namespace)
+    assert namespace["aug"](namespace["jnp"].ones(1)).shape == (1,)
+    energy = namespace["energy"]
+    assert energy.shape == (50,) and float(energy.max() - energy.min()) < 0.1 * float(
+        abs(energy).max() + 1
+    )
+    assert namespace["x"].shape == (2,) and namespace["log_p"].shape == ()
+    assert float(namespace["fm_loss"]) > 0
