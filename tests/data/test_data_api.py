@@ -25,6 +25,20 @@ _PUBLIC = {
     "random_mask",
     "spiral",
     "spiral_field",
+    # The data of the continuous family (neurde.continuous).
+    "concentric_annuli",
+    "mass_spring",
+    "mass_spring_energy",
+    "pendulum",
+    "pendulum_energy",
+    "periodic",
+    "irregular_series",
+    "spiral_directions",
+    "DENSITY_LOG_PROBS",
+    "checkerboard_log_prob",
+    "eight_gaussians_log_prob",
+    "two_moons_log_prob",
+    "data_cross_entropy",
 }
 
 
@@ -52,6 +66,12 @@ def test_key_is_keyword_only_and_last():
         "two_moons",
         "checkerboard",
         "eight_gaussians",
+        "concentric_annuli",
+        "mass_spring",
+        "pendulum",
+        "periodic",
+        "spiral_directions",
+        "data_cross_entropy",
     ]:
         parameters = list(inspect.signature(getattr(neurde.data, name)).parameters.values())
         assert parameters[-1].name == "key", name
