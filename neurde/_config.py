@@ -153,8 +153,10 @@ def check_sde_solver(
     brownian_tol: Any,
 ) -> None:
     """The combinations of SDE solver, noise and Brownian motion that cannot work."""
-    if brownian not in ("tree", "grid"):
-        raise ValueError(f"{owner}: `brownian` must be 'tree' or 'grid', got {brownian!r}.")
+    if brownian not in (None, "tree", "grid"):
+        raise ValueError(
+            f"{owner}: `brownian` must be 'tree' or 'grid' (or None to choose), got {brownian!r}."
+        )
     if brownian_tol is not None and not brownian_tol > 0:
         raise ValueError(f"{owner}: `brownian_tol` must be > 0, got {brownian_tol!r}.")
     if noise == "general" and isinstance(solver, _MILSTEIN):
@@ -177,8 +179,19 @@ def check_sde_solver(
 
 
 def levy_area(solver: diffrax.AbstractSolver) -> type:
-    """The Lévy area an SDE solver needs from the Brownian motion."""
-    return getattr(solver, "minimal_levy_area", diffrax.BrownianIncrement)
+    """The Lévy area an SDE solver needs from the Brownian motion: the cheapest concrete
+    class of the (possibly abstract) `minimal_levy_area` it declares, since a
+    `diffrax.VirtualBrownianTree` needs a concrete one (e.g. `SpaceTimeLevyArea` for
+    `diffrax.SRA1`, which declares `AbstractSpaceTimeLevyArea`)."""
+    area = getattr(solver, "minimal_levy_area", diffrax.BrownianIncrement)
+    for concrete in (
+        diffrax.BrownianIncrement,
+        diffrax.SpaceTimeLevyArea,
+        diffrax.SpaceTimeTimeLevyArea,
+    ):
+        if issubclass(concrete, area):
+            return concrete
+    return area
 
 
 def ode_capable(solver: diffrax.AbstractSolver) -> diffrax.AbstractSolver:

@@ -187,3 +187,14 @@ def test_state_must_be_a_vector():
 def test_unknown_noise_type():
     with pytest.raises(ValueError, match="unknown `noise='diag'`"):
         ou_model(noise="diag", dt0=0.1)
+
+
+@pytest.mark.parametrize("solver", [diffrax.SRA1(), diffrax.ShARK()], ids=["sra1", "shark"])
+def test_solvers_that_need_levy_areas_run_on_the_tree(solver):
+    # They declare an abstract Lévy area; the tree is built with the concrete one (space-time).
+    # OU with additive noise, the terminal mean against the closed form.
+    model = ou_model(solver=solver, dt0=0.05, t1=1.0)
+    ys = _terminal_samples(model, jnp.array([1.0]), n=2000)[:, 0]
+    exact = float(ou_mean(1.0, 1.0, THETA, MU))
+    se = float(np.sqrt(ou_variance(1.0, THETA, SIGMA) / 2000))
+    assert abs(ys.mean() - exact) < 4 * se
