@@ -5,9 +5,24 @@ from typing import Any
 
 import diffrax
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
+
+
+def brownian_increment(
+    key: PRNGKeyArray, step: Any, shape: tuple[int, ...], dt: float, dtype: Any
+) -> Array:
+    r"""The Brownian increment over the `step`-th step of a grid of spacing `dt`:
+    $\sqrt{dt}\,\xi$ with $\xi \sim \mathcal N(0, I)$ drawn from `jr.fold_in(key, step)`.
+
+    Drawn per step, a path depends only on its key and the step index: the same numbers
+    whether the increments are sampled all at once (`GridBrownianPath`) or one by one
+    inside a solver's loop (the fixed-step scan of `NeuralSDE(..., brownian="grid")`).
+    """
+    xi = jr.normal(jr.fold_in(key, step), shape, dtype)
+    return xi * jnp.sqrt(jnp.asarray(dt, dtype))
 
 
 class GridBrownianPath(diffrax.AbstractBrownianPath):
@@ -51,7 +66,9 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
         self.dt = float(dt)
         n = math.ceil((self.t1 - self.t0) / self.dt - 1e-9)
         dtype = jnp.result_type(float) if dtype is None else dtype
-        steps = jr.normal(key, (n, *shape), dtype) * jnp.sqrt(jnp.asarray(self.dt, dtype))
+        # Step k's increment from `jr.fold_in(key, k)`, as the scan path draws it in its loop
+        # (`neurde._scan_solve.brownian_increment`): both give the same path from one key.
+        steps = jax.vmap(lambda k: brownian_increment(key, k, shape, self.dt, dtype))(jnp.arange(n))
         self.values = jnp.concatenate([jnp.zeros((1, *shape), dtype), jnp.cumsum(steps, 0)])
         self.levy_area = diffrax.BrownianIncrement
 

@@ -16,9 +16,10 @@ from ._config import (
     check_sde_solver,
     configuration,
     init_settings,
+    levy_area,
     ode_capable,
 )
-from ._solve import model_problem
+from ._solve import model_problem, on_grid
 from ._types import Args, Input, MaybeKey, SaveTimes, VectorField
 from ._validation import require_key
 from .fields import AbstractField, as_field
@@ -42,10 +43,18 @@ class NeuralSDE(AbstractContinuousModel):
     The solver fixes the calculus: Itô for `diffrax.Euler` (Euler–Maruyama, the default) and
     `diffrax.ItoMilstein`; Stratonovich for `diffrax.Heun`, `diffrax.ReversibleHeun` and
     `diffrax.StratonovichMilstein` (Milstein solvers need diagonal or scalar noise). The
-    Brownian motion is a `diffrax.VirtualBrownianTree` drawn from the call's `key`, so
-    adaptive steps and the continuous adjoint see one consistent path; `brownian="grid"`
-    samples the increments once on the step grid (`neurde.GridBrownianPath`): several times
-    faster, for constant steps with Euler-type solvers.
+    Brownian motion is drawn from the call's `key`. With constant steps that divide the
+    interval it is sampled on the step grid (`brownian="grid"`, the default there): the
+    increment of step $k$ is $\sqrt{\Delta t}\,\xi_k$ with $\xi_k$ drawn from
+    `jr.fold_in(key, k)`, and Euler–Maruyama (`diffrax.Euler`) or `diffrax.Heun` then run as
+    one `lax.scan` that draws the increments in its loop, with the loop body rematerialized
+    for backprop: no Brownian tree, the cost of a hand-written scan
+    (`benchmarks/sde_step.py`), the same result as `diffrax.diffeqsolve` on a
+    `neurde.GridBrownianPath` drawn from the same key, and, under `jax.vmap` with one key per
+    example, each example's path independent of the batch and its split. Otherwise
+    (adaptive steps, a random end time, a `brownian_tol`, solvers that need Lévy areas) it is a
+    `diffrax.VirtualBrownianTree` (`brownian="tree"`), so adaptive steps and the continuous
+    adjoint see one consistent path.
 
     With `inference=True` (set everywhere by `eqx.nn.inference_mode`) the noise is dropped
     and the drift is solved as an ODE, deterministically and without a key. Solvers that
@@ -61,7 +70,9 @@ class NeuralSDE(AbstractContinuousModel):
     - `stepsize_controller`, `rtol`, `atol`, `adjoint`, `t0`, `t1`, `dt0`, `max_steps`,
       `throw`: as for `neurde.NeuralODE`. Solvers without an error estimate (Euler,
       Milstein) run with a constant step `dt0`.
-    - `brownian`: `"tree"` (default) or `"grid"`.
+    - `brownian`: `"grid"`, `"tree"`, or `None` (default): `"grid"` when the steps are
+      constant and land on a grid from `t0` to the end time, the solver needs no Lévy area
+      and no `brownian_tol` is given; `"tree"` otherwise.
     - `brownian_tol`: resolution of the virtual Brownian tree (default `dt0 / 2`, or
       `(t1 - t0) / 2**12` when `dt0` is not given).
     - `inference`: drop the noise.
@@ -80,7 +91,7 @@ class NeuralSDE(AbstractContinuousModel):
     adjoint: diffrax.AbstractAdjoint
     noise: NoiseType = eqx.field(static=True)
     noise_size: int | None = eqx.field(static=True)
-    brownian: BrownianKind = eqx.field(static=True)
+    brownian: BrownianKind | None = eqx.field(static=True)
     brownian_tol: float | None = eqx.field(static=True)
     t0: float = eqx.field(static=True)
     t1: float | None = eqx.field(static=True)
@@ -105,7 +116,7 @@ class NeuralSDE(AbstractContinuousModel):
         t1: float | None = None,
         dt0: float | None = None,
         max_steps: int = 4096,
-        brownian: BrownianKind = "tree",
+        brownian: BrownianKind | None = None,
         brownian_tol: float | None = None,
         throw: bool = True,
         inference: bool = False,
@@ -122,12 +133,22 @@ class NeuralSDE(AbstractContinuousModel):
         self.inference = inference
         self._check(configuration("NeuralSDE", self))
 
-    def _check(self, settings: tuple[Any, Any, Any]) -> None:
+    def _check(self, settings: tuple[Any, Any, Any], brownian: BrownianKind | None = None) -> None:
         solver, controller, _ = settings
+        brownian = self.brownian if brownian is None else brownian
         check_noise("NeuralSDE", self.noise, self.noise_size)
-        check_sde_solver(
-            "NeuralSDE", solver, controller, self.noise, self.brownian, self.brownian_tol
+        check_sde_solver("NeuralSDE", solver, controller, self.noise, brownian, self.brownian_tol)
+
+    def _brownian(self, ode: Problem) -> BrownianKind:
+        """The Brownian motion of a solve: the chosen one, or the grid where it is exact."""
+        if self.brownian is not None:
+            return self.brownian
+        grid = (
+            self.brownian_tol is None
+            and levy_area(ode.solver) is diffrax.BrownianIncrement
+            and on_grid(ode, ode.stepsize_controller, ode.dt0)
         )
+        return "grid" if grid else "tree"
 
     def problem(
         self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
@@ -143,7 +164,8 @@ class NeuralSDE(AbstractContinuousModel):
                 "it, or vmap over a batch axis."
             )
         ode = model_problem(owner, self, self.drift, ts)
-        self._check((ode.solver, ode.stepsize_controller, ode.adjoint))
+        brownian = self._brownian(ode)
+        self._check((ode.solver, ode.stepsize_controller, ode.adjoint), brownian)
         if self.inference:
             return dataclasses.replace(ode, solver=ode_capable(ode.solver))
         key = require_key(
@@ -158,7 +180,7 @@ class NeuralSDE(AbstractContinuousModel):
             diffusion=self.diffusion,
             noise=self.noise,
             noise_size=self.noise_size,
-            brownian=self.brownian,
+            brownian=brownian,
             brownian_tol=self.brownian_tol,
             key=key,
         )

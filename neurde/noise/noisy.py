@@ -9,7 +9,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from .._config import BrownianKind, check_sde_solver, check_solver, has_error_estimate
-from .._solve import divides
+from .._solve import on_grid
 from .._types import Args, Input, MaybeKey, SaveTimes
 from .._validation import check_positive, require_key
 from ..model import AbstractContinuousModel, AbstractContinuousWrapper
@@ -172,15 +172,6 @@ class NoisyModel(AbstractContinuousWrapper):
                 controller = diffrax.ConstantStepSize()
             brownian = self.brownian
             if brownian is None:
-                brownian = "grid" if _on_grid(inner, controller, dt0) else "tree"
+                brownian = "grid" if on_grid(inner, controller, dt0) else "tree"
         check_sde_solver("NoisyModel", solver, controller, noise, brownian, None)
         return dict(solver=solver, stepsize_controller=controller, dt0=dt0, brownian=brownian)
-
-
-def _on_grid(problem: Problem, controller: Any, dt0: float | None) -> bool:
-    """Whether constant steps of `dt0` land on a grid from t0 (then a grid Brownian path is
-    exact at every step, and several times cheaper than a virtual tree)."""
-    if not isinstance(controller, diffrax.ConstantStepSize) or dt0 is None:
-        return False
-    # A random or traced end time (STEER) is not on the grid.
-    return problem.brownian_t1 is None and divides(problem.t0, problem.t1, dt0)
