@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ._validation import is_concrete
-from .brownian import brownian_increment
+from .brownian import GridBrownianPath, brownian_increment
 from .problem import Problem
 from .solution import ModelSolution
 from .solvers import evaluations_at_start, evaluations_per_step
@@ -42,11 +42,24 @@ def grid_steps(t0: float, t1: float, dt0: float) -> int:
     return max(1, round((float(t1) - float(t0)) / dt0))
 
 
+def _given_increments(problem: Problem) -> bool:
+    """Whether the problem's given Brownian motion is increments on its own step grid."""
+    path = problem.path
+    return (
+        isinstance(path, GridBrownianPath)
+        and problem.dt0 is not None
+        and is_concrete(problem.t0)
+        and path.t0 == float(problem.t0)
+        and abs(path.dt - problem.dt0) <= 1e-12 * problem.dt0
+    )
+
+
 def scannable(problem: Problem) -> bool:
     """Whether `problem` runs on the scan path (else through `diffrax.diffeqsolve`)."""
+    grid = problem.brownian == "grid" if problem.path is None else _given_increments(problem)
     return (
         problem.diffusion is not None
-        and problem.brownian == "grid"
+        and grid
         and type(problem.solver) in _TABLEAUX
         and isinstance(problem.stepsize_controller, diffrax.ConstantStepSize)
         and problem.dt0 is not None
@@ -102,8 +115,7 @@ def scan_integrate(
             f"`max_steps={problem.max_steps}`. Raise `max_steps` or take a larger `dt0`."
         )
     nodes, weights = _TABLEAUX[type(problem.solver)]
-    key = problem.key
-    assert key is not None  # checked by `integrate`
+    key, path = problem.key, problem.path
     shape = noise_shape(problem, y0)
     diffusion = problem.diffusion
     assert diffusion is not None
@@ -123,10 +135,15 @@ def scan_integrate(
         dex = {k: jnp.asarray(dextras.get(k, 0.0), dtype) * dt for k in extras}
         return dy.astype(dtype), dex
 
-    def step(carry: tuple[Array, dict[str, Array]], k: Any) -> Any:
+    def step(carry: tuple[Array, dict[str, Array]], xs: Any) -> Any:
         y, ex = carry
+        k, given = xs
         t = t0 + k.astype(dtype) * dt
-        dw = brownian_increment(key, k, shape, dt, dtype)
+        if given is not None:
+            dw = given.astype(dtype)
+        else:
+            assert key is not None  # checked by `integrate`
+            dw = brownian_increment(key, k, shape, dt, dtype)
         stages = [vector_fields(t, y, dw)]
         for c in nodes:
             # Explicit RK stages on the combined increment (Heun: the predictor y + k1).
@@ -146,7 +163,7 @@ def scan_integrate(
     (y_end, ex_end), saved = jax.lax.scan(
         jax.checkpoint(step),  # pyright: ignore[reportArgumentType]
         init,
-        jnp.arange(n),
+        (jnp.arange(n), None if path is None else path.increments[:n]),  # type: ignore[union-attr]
     )
     if ts is None:
         ys = y_end

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, PyTree
 
 from ._config import configuration, levy_area
-from ._scan_solve import scan_integrate, scannable
+from ._scan_solve import noise_shape, scan_integrate, scannable
 from ._validation import check_field_output, check_interval, check_state, check_times, is_concrete
 from .brownian import GridBrownianPath
 from .problem import Problem
@@ -76,7 +76,7 @@ class _Diffusion(diffrax.AbstractTerm):
     """
 
     diffusion: Callable[..., Any]
-    path: diffrax.AbstractBrownianPath
+    path: diffrax.AbstractPath
     extras: dict[str, Array] | None
     noise: str = eqx.field(static=True)
 
@@ -93,20 +93,23 @@ class _Diffusion(diffrax.AbstractTerm):
         return _AugState(dy, jax.tree.map(jnp.zeros_like, self.extras))
 
 
-def _brownian(problem: Problem, y: Array) -> diffrax.AbstractBrownianPath:
+def _brownian(problem: Problem, y: Array) -> diffrax.AbstractPath:
+    if problem.path is not None:
+        return problem.path
     key = problem.key
     assert key is not None  # checked by `_terms`
     t0 = problem.t0
     t1 = problem.t1 if problem.brownian_t1 is None else problem.brownian_t1
-    if problem.noise == "diagonal":
-        shape: tuple[int, ...] = y.shape
-    elif problem.noise == "scalar":
-        shape = ()
-    else:
-        assert problem.noise_size is not None
-        shape = (problem.noise_size,)
+    shape = noise_shape(problem, y)
     if problem.brownian == "grid":
         assert problem.dt0 is not None  # checked with the configuration
+        if not (is_concrete(t0) and is_concrete(t1)):
+            raise ValueError(
+                f"{problem.owner}: brownian='grid' samples the Brownian motion on the step "
+                "grid up to the end time, which must then be known when tracing; here it is "
+                "traced (e.g. the last of save times `ts` passed under `jax.vmap`/`jit`). "
+                "Give the model its end time (`t1=...`), or use brownian='tree'."
+            )
         return GridBrownianPath(t0, t1, problem.dt0, shape, dtype=y.dtype, key=key)
     tol = problem.brownian_tol
     if tol is None:
@@ -172,6 +175,8 @@ def _check_fields(problem: Problem, y0: PyTree[Array], args: Any) -> None:
             f"{jax.tree.map(jnp.shape, y0)}. Flatten it, or vmap over a batch axis."
         )
     shape = (*y0.shape, problem.noise_size) if problem.noise == "general" else y0.shape
+    if problem.path is not None:
+        _check_path(problem, y0)
     check_field_output(
         owner,
         f"diffusion (noise={problem.noise!r})",
@@ -181,6 +186,30 @@ def _check_fields(problem: Problem, y0: PyTree[Array], args: Any) -> None:
         args,
         want=jax.ShapeDtypeStruct(shape, y0.dtype),
     )
+
+
+def _check_path(problem: Problem, y0: Array) -> None:
+    """A given Brownian motion has the noise's shape and covers the solve's interval."""
+    owner, path = problem.owner, problem.path
+    assert path is not None
+    want = noise_shape(problem, y0)
+    got = jax.eval_shape(lambda: path.evaluate(problem.t0, problem.t1)).shape
+    if tuple(got) != want:
+        raise ValueError(
+            f"{owner}: the given Brownian motion (`brownian=`) has shape {tuple(got)}, but "
+            f"{problem.noise} noise on a state of shape {tuple(y0.shape)} needs {want}. "
+            "Pass a path (or increments of shape (steps, *noise_shape)) of that shape."
+        )
+    end = problem.t1 if problem.brownian_t1 is None else problem.brownian_t1
+    bounds = (problem.t0, end, path.t0, path.t1)
+    if all(is_concrete(x) for x in bounds) and not (
+        float(path.t0) <= float(problem.t0) and float(end) <= float(path.t1) + 1e-9
+    ):
+        raise ValueError(
+            f"{owner}: the given Brownian motion (`brownian=`) covers [{path.t0}, {path.t1}], "
+            f"but the solve needs [{problem.t0}, {end}]. Give a path (or more increments) "
+            "over the whole interval."
+        )
 
 
 def _integrated(problem: Problem) -> bool:
@@ -197,7 +226,7 @@ def _terms(problem: Problem, y0: Array) -> PyTree[diffrax.AbstractTerm]:
         term = diffrax.ODETerm(_WithExtras(augmented))
     if problem.diffusion is None:
         return term
-    if problem.key is None:
+    if problem.key is None and problem.path is None:
         raise ValueError(
             f"{problem.owner}: the problem has a diffusion but no key for its Brownian motion. "
             "Pass `key=` to the call."

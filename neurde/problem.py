@@ -41,7 +41,9 @@ class Problem(eqx.Module):
       (`"grid"`).
     - `brownian_t1`: a concrete upper bound of `t1` when `t1` is traced (the Brownian motion
       is sampled on `[t0, brownian_t1]`); `None` means `t1`.
-    - `key`: the Brownian motion's key (needed when there is a diffusion).
+    - `path`: a given Brownian motion (any `diffrax.AbstractPath` with the noise's shape),
+      which replaces `brownian` and the key's; `None` to draw one from `key`.
+    - `key`: the Brownian motion's key (needed when there is a diffusion and no `path`).
     - `extras`: the extra outputs integrated along the solve, by name, with their initial
       values (scalars, usually zeros); empty for none.
     - `augmented`: with extras, `augmented(t, y, args) -> (dy, dextras)`: the drift and the
@@ -65,6 +67,7 @@ class Problem(eqx.Module):
     brownian: BrownianKind = eqx.field(static=True, default="tree")
     brownian_tol: float | None = eqx.field(static=True, default=None)
     brownian_t1: float | None = eqx.field(static=True, default=None)
+    path: diffrax.AbstractPath | None = None
     key: PRNGKeyArray | None = None
     extras: dict[str, Array] = eqx.field(default_factory=dict)
     augmented: Callable[..., Any] | None = None

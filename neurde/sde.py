@@ -1,7 +1,7 @@
 """Neural stochastic differential equations `dy = f(t, y) dt + g(t, y) dW`, solved by Diffrax."""
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import diffrax
 import equinox as eqx
@@ -22,6 +22,7 @@ from ._config import (
 from ._solve import model_problem, on_grid
 from ._types import Args, Input, MaybeKey, SaveTimes, VectorField
 from ._validation import require_key
+from .brownian import GridBrownianPath
 from .fields import AbstractField, as_field
 from .model import AbstractContinuousModel
 from .problem import Problem
@@ -56,6 +57,13 @@ class NeuralSDE(AbstractContinuousModel):
     `diffrax.VirtualBrownianTree` (`brownian="tree"`), so adaptive steps and the continuous
     adjoint see one consistent path.
 
+    A given Brownian motion replaces the key's: `brownian=` any Diffrax Brownian path (e.g.
+    a `diffrax.VirtualBrownianTree` or a `neurde.GridBrownianPath`), or an array of
+    pre-drawn increments of shape `(steps, *noise_shape)` on the grid of `dt0` from `t0`, to
+    reproduce a path from another library or a paper. Then the call needs no key, and
+    `model.with_brownian(increments)` swaps the path (inside `jax.vmap`, one per example).
+    Increments on the step grid still run on the fast scan.
+
     With `inference=True` (set everywhere by `eqx.nn.inference_mode`) the noise is dropped
     and the drift is solved as an ODE, deterministically and without a key. Solvers that
     only solve SDEs (Milstein's) are then replaced by `diffrax.Euler()`, to which they reduce
@@ -72,7 +80,8 @@ class NeuralSDE(AbstractContinuousModel):
       Milstein) run with a constant step `dt0`.
     - `brownian`: `"grid"`, `"tree"`, or `None` (default): `"grid"` when the steps are
       constant and land on a grid from `t0` to the end time, the solver needs no Lévy area
-      and no `brownian_tol` is given; `"tree"` otherwise.
+      and no `brownian_tol` is given; `"tree"` otherwise. Or a given Brownian motion: a
+      `diffrax.AbstractBrownianPath`, or increments `(steps, *noise_shape)` (with `dt0`).
     - `brownian_tol`: resolution of the virtual Brownian tree (default `dt0 / 2`, or
       `(t1 - t0) / 2**12` when `dt0` is not given).
     - `inference`: drop the noise.
@@ -93,6 +102,7 @@ class NeuralSDE(AbstractContinuousModel):
     noise_size: int | None = eqx.field(static=True)
     brownian: BrownianKind | None = eqx.field(static=True)
     brownian_tol: float | None = eqx.field(static=True)
+    path: diffrax.AbstractPath | None
     t0: float = eqx.field(static=True)
     t1: float | None = eqx.field(static=True)
     dt0: float | None = eqx.field(static=True)
@@ -116,7 +126,7 @@ class NeuralSDE(AbstractContinuousModel):
         t1: float | None = None,
         dt0: float | None = None,
         max_steps: int = 4096,
-        brownian: BrownianKind | None = None,
+        brownian: BrownianKind | diffrax.AbstractPath | ArrayLike | None = None,
         brownian_tol: float | None = None,
         throw: bool = True,
         inference: bool = False,
@@ -128,10 +138,39 @@ class NeuralSDE(AbstractContinuousModel):
         self.diffusion = as_field(diffusion)
         self.noise = noise
         self.noise_size = noise_size
-        self.brownian = brownian
+        self.brownian = cast(BrownianKind, brownian) if isinstance(brownian, str) else None
+        self.path = None
         self.brownian_tol = brownian_tol
         self.inference = inference
         self._check(configuration("NeuralSDE", self))
+        if not _is_kind(brownian):
+            self.path = self._given_path(brownian)
+
+    def _given_path(self, brownian: Any) -> diffrax.AbstractPath:
+        """A given Brownian motion as a path: itself, or the increments on the `dt0` grid."""
+        if isinstance(brownian, diffrax.AbstractPath):
+            return brownian
+        if not eqx.is_array_like(brownian):
+            raise TypeError(
+                "NeuralSDE: `brownian` must be 'grid', 'tree', None, a Diffrax Brownian path "
+                f"or an array of increments; got {type(brownian).__name__}."
+            )
+        increments = jnp.asarray(brownian)
+        if self.dt0 is None or increments.ndim == 0:
+            raise ValueError(
+                "NeuralSDE: increments given as `brownian` lie on the grid of `dt0` from `t0`: "
+                f"pass `dt0=...` and an array of shape (steps, *noise_shape); got dt0="
+                f"{self.dt0} and shape {increments.shape}."
+            )
+        t1 = self.t0 + increments.shape[0] * self.dt0
+        return GridBrownianPath(self.t0, t1, self.dt0, increments=increments)
+
+    def with_brownian(self, brownian: diffrax.AbstractPath | ArrayLike) -> "NeuralSDE":
+        """This model with the given Brownian motion (a Diffrax path, or increments of shape
+        `(steps, *noise_shape)` on the `dt0` grid from `t0`); usable inside `jax.vmap`, e.g.
+        `jax.vmap(lambda y, dw: model.with_brownian(dw)(y))(ys, dws)`."""
+        path = self._given_path(brownian)
+        return eqx.tree_at(lambda m: m.path, self, path, is_leaf=lambda x: x is None)
 
     def _check(self, settings: tuple[Any, Any, Any], brownian: BrownianKind | None = None) -> None:
         solver, controller, _ = settings
@@ -143,6 +182,8 @@ class NeuralSDE(AbstractContinuousModel):
         """The Brownian motion of a solve: the chosen one, or the grid where it is exact."""
         if self.brownian is not None:
             return self.brownian
+        if self.path is not None:
+            return "tree"  # unused: the given path replaces it
         grid = (
             self.brownian_tol is None
             and levy_area(ode.solver) is diffrax.BrownianIncrement
@@ -168,6 +209,15 @@ class NeuralSDE(AbstractContinuousModel):
         self._check((ode.solver, ode.stepsize_controller, ode.adjoint), brownian)
         if self.inference:
             return dataclasses.replace(ode, solver=ode_capable(ode.solver))
+        if self.path is not None:
+            return dataclasses.replace(
+                ode,
+                diffusion=self.diffusion,
+                noise=self.noise,
+                noise_size=self.noise_size,
+                path=self.path,
+                key=key,
+            )
         key = require_key(
             owner,
             key,
@@ -184,3 +234,8 @@ class NeuralSDE(AbstractContinuousModel):
             brownian_tol=self.brownian_tol,
             key=key,
         )
+
+
+def _is_kind(brownian: Any) -> bool:
+    """Whether `brownian` names a kind of Brownian motion (or None), not a given one."""
+    return brownian is None or isinstance(brownian, str)

@@ -48,8 +48,13 @@ class Tolerances(eqx.Module):
         return diffrax.PIDController(rtol=rtol, atol=atol)
 
 
+# Arrays inside these are configuration or data, never parameters.
+_FROZEN = (Tolerances, diffrax.AbstractBrownianPath)
+
+
 def trainable(tree: PyTree[Any]) -> PyTree[bool]:
-    """Filter spec of the trainable leaves of `tree`: inexact arrays, except tolerances.
+    """Filter spec of the trainable leaves of `tree`: inexact arrays, except tolerances and
+    Brownian paths (e.g. the increments given to a `NeuralSDE`).
 
     **Arguments:**
 
@@ -61,8 +66,8 @@ def trainable(tree: PyTree[Any]) -> PyTree[bool]:
     """
 
     def leaf_spec(x: Any) -> Any:
-        if isinstance(x, Tolerances):
+        if isinstance(x, _FROZEN):
             return jax.tree.map(lambda _: False, x)
         return eqx.is_inexact_array(x)
 
-    return jax.tree.map(leaf_spec, tree, is_leaf=lambda x: isinstance(x, Tolerances))
+    return jax.tree.map(leaf_spec, tree, is_leaf=lambda x: isinstance(x, _FROZEN))

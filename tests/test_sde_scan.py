@@ -216,3 +216,16 @@ def test_float32_and_float64_states_keep_their_dtype():
         drift64, net64 = _nets(jnp.float64)
         model64 = neurde.NeuralSDE(drift64, _diffusion(net64, "diagonal"), dt0=0.1, t1=1.0)
         assert model64(jnp.ones(D, jnp.float64), key=jr.key(0)).dtype == jnp.float64
+
+
+def test_grid_with_a_traced_end_time_is_a_clear_error():
+    # Without `t1` the end time is the last save time, traced under vmap; the default then
+    # picks the tree, an explicit grid cannot be built.
+    drift, net = _nets()
+    ts = jnp.ones((2, 3)) * jnp.array([0.2, 0.6, 1.0])
+    kwargs = dict(dt0=0.1)
+    grid = neurde.NeuralSDE(drift, _diffusion(net, "diagonal"), brownian="grid", **kwargs)
+    with pytest.raises(ValueError, match=r"brownian='grid' .* Give the model its end time"):
+        jax.vmap(lambda t: grid(jnp.ones(D), t, key=jr.key(0)))(ts)
+    auto = neurde.NeuralSDE(drift, _diffusion(net, "diagonal"), **kwargs)
+    assert jax.vmap(lambda t: auto(jnp.ones(D), t, key=jr.key(0)))(ts).shape == (2, 3, D)

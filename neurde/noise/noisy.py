@@ -151,6 +151,13 @@ class NoisyModel(AbstractContinuousWrapper):
             "For the noise-free model use `eqx.nn.inference_mode(model)`; to average over "
             "noise use `neurde.noise.MonteCarlo`.",
         )
+        if inner.path is not None:
+            raise ValueError(
+                "NoisyModel: the wrapped SDE runs on a given Brownian motion (its `brownian=` "
+                "path or increments), which has no room for the Brownian dimensions of the "
+                "injected noise. Let the SDE draw its Brownian motion from the key "
+                "(brownian='grid' or 'tree') to add noise transforms to it."
+            )
         diffusion = _diffusion(inner, self.noises, y0)
         return dataclasses.replace(
             inner,

@@ -11,6 +11,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._types import Args, Input, MaybeKey, SaveTimes
 from .._validation import require_key
+from ..brownian import GridBrownianPath
 from ..model import END_TIME_KEY, AbstractContinuousModel, AbstractContinuousWrapper
 from ..problem import Problem
 from .transform import Where, apply, check_wrappable
@@ -120,6 +121,14 @@ class STEER(AbstractContinuousWrapper):
         inner = self.model.problem(y0, None, args=args, key=key)
         if self.inference:
             return inner
+        if inner.diffusion is not None and isinstance(inner.path, GridBrownianPath):
+            raise ValueError(
+                f"{_OWNER}: the wrapped SDE runs on given increments (`brownian=`) on a step "
+                "grid, but a random end time puts the steps off that grid. Give it a "
+                "Brownian path defined between grid points (e.g. a "
+                "`diffrax.VirtualBrownianTree` over [t0, t1 + b]), or let it draw its "
+                "Brownian motion from the key."
+            )
         t1 = self.end_time(key).astype(jnp.result_type(inner.t1, float))
         # A random end time is off the step grid, so Diffrax's constant steps (the interval
         # split evenly) fall between the points of a grid Brownian path, whose linear
