@@ -15,6 +15,7 @@ from . import (
     diffusion as diffusion,
     discrete as discrete,
     noise as noise,
+    stochastic as stochastic,
 )
 from ._version import __version__ as __version__
 from .brownian import GridBrownianPath as GridBrownianPath

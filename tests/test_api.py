@@ -10,6 +10,7 @@ import neurde.data
 import neurde.diffusion
 import neurde.discrete
 import neurde.noise
+import neurde.stochastic
 import neurde.train
 
 PUBLIC_MODULES = [
@@ -19,6 +20,7 @@ PUBLIC_MODULES = [
     neurde.discrete,
     neurde.noise,
     neurde.diffusion,
+    neurde.stochastic,
     neurde.train,
 ]
 
