@@ -4,7 +4,11 @@
   sharing a diagonal diffusion, with the KL between their path measures integrated along
   the solve; `latent_sde_elbo`, `sample_prior`;
 - `latent_fields.py`: its parts `LatentContext` (the encoded observations the posterior
-  drift reads), `LatentDrift` (posterior or prior drift) and `DiagonalDiffusion`.
+  drift reads), `LatentDrift` (posterior or prior drift) and `DiagonalDiffusion`;
+- `sde_net.py`: `SDENet` (Kong, Sun, Zhang 2020), a classifier whose hidden state follows an
+  SDE with a diffusion read from the initial state; `sde_net_loss` (with its parts
+  `sde_net_task_loss` and `sde_net_diffusion_loss`), `sde_net_uncertainty`, and
+  `SDENetArgs`, `SDENetDrift`, `SDENetDiffusion`.
 
 Every model is a `neurde.AbstractModel` that takes one example (batch it with `jax.vmap`)
 and keeps its differential equation in a `neurde.NeuralSDE` it holds as `model`, so the
@@ -21,4 +25,15 @@ from .latent_sde import (
     LatentSDE as LatentSDE,
     latent_sde_elbo as latent_sde_elbo,
     sample_prior as sample_prior,
+)
+from .sde_net import (
+    SDENet as SDENet,
+    SDENetArgs as SDENetArgs,
+    SDENetDiffusion as SDENetDiffusion,
+    SDENetDrift as SDENetDrift,
+    SDENetUncertainty as SDENetUncertainty,
+    sde_net_diffusion_loss as sde_net_diffusion_loss,
+    sde_net_loss as sde_net_loss,
+    sde_net_task_loss as sde_net_task_loss,
+    sde_net_uncertainty as sde_net_uncertainty,
 )
