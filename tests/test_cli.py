@@ -105,3 +105,24 @@ def test_zoo_runs_the_chosen_sections_and_writes_a_summary(tmp_path, monkeypatch
     report = (out / "report.md").read_text()
     assert report.index("## Summary") < report.index("## Fake")
     assert "| fake | accuracy | 0.5 |" in report
+
+
+def test_tiny_stochastic_run_writes_report_and_figure(tmp_path, monkeypatch, capsys):
+    from neurde.experiments import stochastic_sde_net
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    assert "stochastic" in capsys.readouterr().out
+
+    # The real sde_net section at a tiny size: 5 training steps, 2 paths per prediction.
+    tiny = {"steps": 5, "batch": 16, "paths": 2, "hidden": 8, "width": 8}
+    monkeypatch.setitem(stochastic_sde_net.SIZES, "quick", tiny)
+    out = tmp_path / "stochastic"
+    args = ["run", "stochastic", "--only", "sde_net", "--out", str(out), "--no-cache"]
+    assert main([*args, "--no-progress"]) == 0
+    report = (out / "report.md").read_text()
+    assert report.index("## Summary") < report.index("## SDE-Net on digits")
+    for name in ("| sde_net | AUROC vs uniform |", "AUROC vs permuted", "sde_net_uncertainty.png"):
+        assert name in report
+    assert "Latent SDE" not in report
+    assert (out / "sde_net_uncertainty.png").stat().st_size > 10_000

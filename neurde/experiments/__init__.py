@@ -5,10 +5,11 @@ Importing this package does not import matplotlib; each experiment imports it wh
 
 from types import ModuleType
 
-from . import architectures, regularizers, samplers, spiral, zoo
+from . import architectures, regularizers, samplers, spiral, stochastic, zoo
 
 EXPERIMENTS: dict[str, ModuleType] = {
-    module.NAME: module for module in (spiral, architectures, regularizers, samplers, zoo)
+    module.NAME: module
+    for module in (spiral, architectures, regularizers, samplers, zoo, stochastic)
 }
 
 __all__ = ["EXPERIMENTS"]

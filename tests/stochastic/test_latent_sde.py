@@ -279,43 +279,15 @@ def test_errors():
 
 @functools.cache
 def _acceptance_numbers():
-    """Fit a LatentSDE to OU paths and compare its prior's marginals with the exact ones.
-
-    Protocol: 1024 paths of dX = (1 - X) dt + 0.5 dW, X0 = 2, on [0, 2], observed at 11
-    times with Gaussian noise of std 0.2 (as torchsde's latent SDE example adds noise of the
-    likelihood's scale to its data); the likelihood is Gaussian with the same 0.2. Latent
-    size 1, context 4, GRU 8, MLPs of width 16, Euler–Maruyama dt0 = 0.05 on a grid
-    Brownian path; Adam 1e-2, 1000 steps of batch 64, seed 0. The prior (z0 ~ p(z0), drift
-    f, diffusion g, decoded, no observation noise) is sampled 4000 times and its mean and
-    standard deviation at t = 0.5, 1, 2 are compared with the exact OU marginals.
+    """Fit a LatentSDE to OU paths and compare its prior's marginals with the exact ones: the
+    protocol is `neurde.experiments.stochastic_latent_sde.train_latent_sde` at size "quick"
+    (1024 noisy OU paths, 1000 Adam steps of batch 64, dt0 = 0.05, 4000 prior samples),
+    also run by `neurde run stochastic`. Returns {t: (mean error, std error)} at t = 0.5, 1, 2.
     """
-    t1, x0, mu, theta, sigma, obs = 2.0, 2.0, 1.0, 1.0, 0.5, 0.2
-    traj = neurde.data.ornstein_uhlenbeck(
-        1024, 11, t1=t1, theta=theta, mu=mu, sigma=sigma, x0=x0, key=jr.key(0)
-    )
-    ys = traj.ys + obs * jr.normal(jr.key(50), traj.ys.shape)
-    times = jnp.broadcast_to(traj.ts, (1024, 11))
-    series = jax.vmap(IrregularSeries)(times, ys, jnp.ones_like(ys))
-    model = LatentSDE(1, 1, 4, 8, width_size=16, key=jr.key(1), dt0=0.05, t1=t1, brownian="grid")
+    from neurde.experiments.stochastic_latent_sde import train_latent_sde
 
-    def loss(model, batch, key):
-        keys = jr.split(key, batch.times.shape[0])
-        elbo = jax.vmap(lambda s, k: latent_sde_elbo(model, s, key=k, noise_std=obs))(batch, keys)
-        return -jnp.mean(elbo) / 11
-
-    fitted = neurde.fit(
-        model, loss, series, steps=1000, batch_size=64, key=jr.key(2),
-        optim=optax.adam(1e-2), progress=False,
-    ).model  # fmt: skip
-    sample = eqx.filter_jit(jax.vmap(lambda k: sample_prior(fitted, traj.ts, key=k)))
-    xs = np.asarray(sample(jr.split(jr.key(99), 4000))[..., 0])
-    numbers = {}
-    for t in (0.5, 1.0, 2.0):
-        i = int(np.argmin(np.abs(np.asarray(traj.ts) - t)))
-        exact_mean = float(neurde.data.ou_mean(t, x0, theta, mu))
-        exact_std = float(np.sqrt(neurde.data.ou_variance(t, theta, sigma)))
-        numbers[t] = (xs[:, i].mean() / exact_mean - 1, xs[:, i].std() / exact_std - 1)
-    return numbers
+    numbers, _ = train_latent_sde("quick", 0)
+    return {m["t"]: (m["mean_error"], m["std_error"]) for m in numbers["marginals"]}
 
 
 @pytest.mark.slow
@@ -324,7 +296,7 @@ def test_acceptance_prior_marginal_means_match_the_data():
         assert abs(mean_error) < 0.10, (t, mean_error)
 
 
-# Measured (protocol in `_acceptance_numbers`, 56 s on a loaded 2-core CPU): mean errors
+# Measured (protocol in `train_latent_sde`, 33-56 s on a loaded 2-core CPU): mean errors
 # +4.7%, +1.7%, -0.7% and std errors -21.9%, -19.4%, -16.2% at t = 0.5, 1, 2. The prior's
 # spread is too small: the one-sample ELBO with a posterior that shares g and cannot steer
 # within the last Euler step before an observation favours a smaller diffusion. Smaller
