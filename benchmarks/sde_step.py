@@ -125,9 +125,9 @@ def main() -> None:
     drift = neurde.MLPField(SIZE, WIDTH, 2, key=k1)
     diffusion_mlp = eqx.nn.MLP(SIZE, SIZE, WIDTH, 2, activation=jax.nn.softplus, key=k2)
     nets = Nets(drift.mlp, diffusion_mlp)
-    settings = dict(dt0=DT, t1=STEPS * DT)
-    grid = neurde.NeuralSDE(drift, Diffusion(diffusion_mlp), brownian="grid", **settings)
-    tree = neurde.NeuralSDE(drift, Diffusion(diffusion_mlp), **settings)
+    t1 = STEPS * DT
+    grid = neurde.NeuralSDE(drift, Diffusion(diffusion_mlp), brownian="grid", dt0=DT, t1=t1)
+    tree = neurde.NeuralSDE(drift, Diffusion(diffusion_mlp), brownian="tree", dt0=DT, t1=t1)
     batch = jr.normal(k3, (BATCH, SIZE))
     key = k4
 
