@@ -8,7 +8,10 @@
 - `sde_net.py`: `SDENet` (Kong, Sun, Zhang 2020), a classifier whose hidden state follows an
   SDE with a diffusion read from the initial state; `sde_net_loss` (with its parts
   `sde_net_task_loss` and `sde_net_diffusion_loss`), `sde_net_uncertainty`, and
-  `SDENetArgs`, `SDENetDrift`, `SDENetDiffusion`.
+  `SDENetArgs`, `SDENetDrift`, `SDENetDiffusion`;
+- `sde_gan.py`: the SDE-GAN (Kidger, Foster, Li, Lyons 2021): `SDEGenerator` (a neural SDE,
+  reversible Heun), `CDEDiscriminator` (a neural CDE), `wasserstein_loss`,
+  `clip_discriminator` (the Lipschitz treatment, LipSwish `lipswish`) and `make_gan_step`.
 
 Every model is a `neurde.AbstractModel` that takes one example (batch it with `jax.vmap`)
 and keeps its differential equation in a `neurde.NeuralSDE` it holds as `model`, so the
@@ -25,6 +28,14 @@ from .latent_sde import (
     LatentSDE as LatentSDE,
     latent_sde_elbo as latent_sde_elbo,
     sample_prior as sample_prior,
+)
+from .sde_gan import (
+    CDEDiscriminator as CDEDiscriminator,
+    SDEGenerator as SDEGenerator,
+    clip_discriminator as clip_discriminator,
+    lipswish as lipswish,
+    make_gan_step as make_gan_step,
+    wasserstein_loss as wasserstein_loss,
 )
 from .sde_net import (
     SDENet as SDENet,
