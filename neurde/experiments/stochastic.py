@@ -14,11 +14,9 @@ protocol of the slow acceptance tests); `--full` is sized for a GPU (not measure
 """
 
 import argparse
-import importlib
-import time
-from typing import Any
 
-from .report import Report, markdown_table
+from .report import Report
+from .sections import add_only_argument, run_sections
 
 NAME = "stochastic"
 DESCRIPTION = "The stochastic family (latent SDE on OU paths, SDE-Net OOD detection on digits)."
@@ -32,31 +30,9 @@ SECTIONS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `neurde run stochastic`."""
-    parser.add_argument(
-        "--only", nargs="+", choices=list(SECTIONS), help="sections to run (default: all)"
-    )
+    add_only_argument(parser, SECTIONS)
 
 
 def run(args: argparse.Namespace) -> Report:
     """Run the chosen sections and write the report."""
-    size = "full" if args.full else "quick"
-    names = list(args.only or SECTIONS)
-    report = Report("The stochastic-model family", args.out)
-    summary: list[list[Any]] = []
-    sections = []
-    for name in names:
-        sections.append((name, importlib.import_module(f".{SECTIONS[name]}", __package__)))
-    for name, module in sections:
-        print(f"stochastic: section {name} ({size})", flush=True)
-        start = time.perf_counter()
-        numbers = module.section(report, size=size, seed=args.seed)
-        seconds = time.perf_counter() - start
-        summary += [[name, key, value] for key, value in numbers.items()]
-        summary.append([name, "wall time (s)", round(seconds, 1)])
-    report.add(
-        "Summary",
-        f"Size `{size}`, seed {args.seed}. The headline numbers of each section:\n\n"
-        + markdown_table(["section", "quantity", "value"], summary),
-    )
-    report.sections.insert(0, report.sections.pop())  # the summary first
-    return report
+    return run_sections(args, name=NAME, title="The stochastic-model family", sections=SECTIONS)
