@@ -17,6 +17,7 @@ from . import (
     noise as noise,
     stochastic as stochastic,
 )
+from ._reversible import Reversible as Reversible
 from ._version import __version__ as __version__
 from .brownian import GridBrownianPath as GridBrownianPath
 from .composed import Composed as Composed

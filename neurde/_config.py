@@ -11,6 +11,7 @@ from typing import Any, Literal, TypeAlias
 import diffrax
 import numpy as np
 
+from ._reversible import Reversible, check_reversible
 from ._validation import check_interval, check_positive
 from .tolerances import Tolerances
 
@@ -21,6 +22,7 @@ _ADJOINTS = {
     "backprop": "diffrax.RecursiveCheckpointAdjoint() (backprop through the solver)",
     "direct": "diffrax.DirectAdjoint() (forward- and reverse-mode through the solver)",
     "adjoint": "diffrax.BacksolveAdjoint() (continuous adjoint, O(1) memory)",
+    "reversible": "neurde.Reversible() (exact gradients in O(1) memory, constant steps)",
 }
 _MILSTEIN = (diffrax.ItoMilstein, diffrax.StratonovichMilstein)
 
@@ -35,7 +37,8 @@ def has_error_estimate(solver: diffrax.AbstractSolver) -> bool:
 
 
 def resolve_adjoint(owner: str, adjoint: Any) -> diffrax.AbstractAdjoint:
-    """Map `"backprop" | "direct" | "adjoint"` (or a Diffrax adjoint) to a Diffrax adjoint."""
+    """Map `"backprop" | "direct" | "adjoint" | "reversible"` (or a Diffrax adjoint) to an
+    adjoint."""
     if isinstance(adjoint, diffrax.AbstractAdjoint):
         return adjoint
     if adjoint == "backprop":
@@ -44,6 +47,8 @@ def resolve_adjoint(owner: str, adjoint: Any) -> diffrax.AbstractAdjoint:
         return diffrax.DirectAdjoint()
     if adjoint == "adjoint":
         return diffrax.BacksolveAdjoint()
+    if adjoint == "reversible":
+        return Reversible()
     choices = "\n".join(f"  {k!r}: {v}" for k, v in _ADJOINTS.items())
     raise ValueError(
         f"{owner}: unknown `adjoint={adjoint!r}`. Choose one of\n{choices}\n"
@@ -250,4 +255,8 @@ def configuration(
     check_max_steps(owner, model.max_steps)
     if model.t1 is not None:
         check_interval(owner, model.t0, model.t1)
-    return solver, controller, resolve_adjoint(owner, model.adjoint)
+    adjoint = resolve_adjoint(owner, model.adjoint)
+    if isinstance(adjoint, Reversible):
+        # The SDE-only requirements (reversible Heun, a grid path) are checked per solve.
+        check_reversible(owner, solver, controller, sde=False)
+    return solver, controller, adjoint

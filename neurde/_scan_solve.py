@@ -42,7 +42,7 @@ def grid_steps(t0: float, t1: float, dt0: float) -> int:
     return max(1, round((float(t1) - float(t0)) / dt0))
 
 
-def _given_increments(problem: Problem) -> bool:
+def given_increments(problem: Problem) -> bool:
     """Whether the problem's given Brownian motion is increments on its own step grid."""
     path = problem.path
     return (
@@ -56,7 +56,7 @@ def _given_increments(problem: Problem) -> bool:
 
 def scannable(problem: Problem) -> bool:
     """Whether `problem` runs on the scan path (else through `diffrax.diffeqsolve`)."""
-    grid = problem.brownian == "grid" if problem.path is None else _given_increments(problem)
+    grid = problem.brownian == "grid" if problem.path is None else given_increments(problem)
     return (
         problem.diffusion is not None
         and grid
@@ -183,4 +183,4 @@ def scan_integrate(
     return ModelSolution(ys, ts, stats, final, diffrax.RESULTS.successful)
 
 
-__all__ = ["grid_steps", "noise_shape", "scan_integrate", "scannable"]
+__all__ = ["given_increments", "grid_steps", "noise_shape", "scan_integrate", "scannable"]

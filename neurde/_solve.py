@@ -17,11 +17,15 @@ import jax.numpy as jnp
 from jaxtyping import Array, PyTree
 
 from ._config import configuration, levy_area
-from ._scan_solve import noise_shape, scan_integrate, scannable
+from ._reversible import Reversible, check_reversible, grid_size, save_indices
+from ._reversible_heun import reversible_heun
+from ._reversible_rk import reversible_rk
+from ._scan_solve import given_increments, noise_shape, scan_integrate, scannable
 from ._validation import check_field_output, check_interval, check_state, check_times, is_concrete
 from .brownian import GridBrownianPath
 from .problem import Problem
 from .solution import ModelSolution
+from .solvers import evaluations_at_start, evaluations_per_step
 from .stats import solver_stats
 
 
@@ -312,6 +316,8 @@ def integrate(problem: Problem, y0: PyTree[Any], ts: Any, args: Any) -> ModelSol
     extras = problem.extras if _integrated(problem) else {}
     if ts is not None:
         ts = check_times(owner, ts, problem.t0, problem.t1)
+    if isinstance(problem.adjoint, Reversible):
+        return _reversible_integrate(problem, state, ts, args, extras)
     if scannable(problem):
         # Constant-step Euler–Maruyama/Heun on a grid Brownian path: one checkpointed scan.
         return scan_integrate(problem, state, ts, args)
@@ -346,3 +352,82 @@ def integrate(problem: Problem, y0: PyTree[Any], ts: Any, args: Any) -> ModelSol
         ys = jax.tree.map(lambda y: y[0], ys)
     stats = solver_stats(solution, problem.solver)
     return ModelSolution(ys, ts, stats, final, solution.result)
+
+
+def _reversible_integrate(
+    problem: Problem, y0: PyTree[Array], ts: Any, args: Any, extras: dict[str, Array]
+) -> ModelSolution:
+    """Solve with `neurde.Reversible`: reversible Runge–Kutta for an ODE, reversible Heun for
+    an SDE (or an ODE solved with `diffrax.ReversibleHeun`)."""
+    owner, solver, adjoint = problem.owner, problem.solver, problem.adjoint
+    assert isinstance(adjoint, Reversible)
+    sde = problem.diffusion is not None
+    check_reversible(owner, solver, problem.stepsize_controller, sde)
+    n = grid_size(owner, problem.t0, problem.t1, problem.dt0, problem.max_steps)
+    t0, dt = float(problem.t0), float(problem.dt0)  # type: ignore[arg-type]
+    index = save_indices(owner, ts, t0, dt)
+    final: dict[str, Array] = dict(problem.extras)
+    if isinstance(solver, diffrax.ReversibleHeun):
+        y_end, ys = _reversible_heun(problem, y0, args, n, index, extras)
+        nfe = n + 1
+    else:
+        init: Any = _AugState(y0, dict(extras)) if extras else y0
+        field = _WithExtras(problem.augmented) if extras else problem.drift  # type: ignore[arg-type]
+        y_end, ys = reversible_rk(solver, adjoint.coupling, field, t0, dt, n, init, args, index)
+        if extras:
+            final = {**final, **y_end.extras}
+            y_end, ys = y_end.y, None if ys is None else ys.y
+        per_step = evaluations_per_step(solver)
+        assert per_step is not None
+        # Every base step recomputes all its stages (FSAL included), two base steps a step.
+        nfe = 2 * n * (per_step + evaluations_at_start(solver))
+    steps = jnp.asarray(n, jnp.int32)
+    stats = {
+        "nfe": jnp.asarray(nfe, jnp.int32),
+        "num_steps": steps,
+        "num_accepted_steps": steps,
+        "num_rejected_steps": jnp.zeros((), jnp.int32),
+    }
+    return ModelSolution(y_end if ts is None else ys, ts, stats, final, diffrax.RESULTS.successful)
+
+
+def _reversible_heun(
+    problem: Problem, y0: Any, args: Any, n: int, index: Any, extras: dict[str, Array]
+) -> tuple[Any, Any]:
+    owner, drift, diffusion = problem.owner, problem.drift, problem.diffusion
+    if extras:
+        raise ValueError(
+            f"{owner}: adjoint='reversible' with `diffrax.ReversibleHeun` does not integrate "
+            f"extra outputs ({sorted(extras)}). Use adjoint='backprop' for this model."
+        )
+    if not isinstance(y0, jax.Array):
+        raise ValueError(
+            f"{owner}: reversible Heun needs the state to be one array, got "
+            f"{jax.tree.map(jnp.shape, y0)}. Flatten it."
+        )
+    t0, dt = float(problem.t0), float(problem.dt0)  # type: ignore[arg-type]
+    if diffusion is None:
+        return reversible_heun(
+            lambda t, y, a: (drift(t, y, a),), None, (), t0, dt, n, y0, args, index, None, None
+        )
+    key, increments = problem.key, None
+    if problem.path is not None:
+        if not given_increments(problem):
+            raise ValueError(
+                f"{owner}: adjoint='reversible' needs the Brownian motion as increments on the "
+                f"step grid (dt0 = {dt} from t0 = {t0}); the given `brownian=` path is not. "
+                "Pass increments of shape (steps, *noise_shape) or a `neurde.GridBrownianPath` "
+                "on that grid."
+            )
+        increments = problem.path.increments[:n]  # type: ignore[union-attr]
+    elif problem.brownian != "grid":
+        raise ValueError(
+            f"{owner}: adjoint='reversible' draws the Brownian motion on the step grid; got "
+            "brownian='tree'. Use brownian='grid' (the default with constant steps)."
+        )
+
+    def vf(t: Any, y: Any, a: Any) -> tuple[Any, Any]:
+        return drift(t, y, a), diffusion(t, y, a)
+
+    shape = noise_shape(problem, y0)
+    return reversible_heun(vf, problem.noise, shape, t0, dt, n, y0, args, index, key, increments)

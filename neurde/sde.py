@@ -76,8 +76,11 @@ class NeuralSDE(AbstractContinuousModel):
     - `noise_size`: dimension $m$ of the Brownian motion for general noise.
     - `solver`: default `diffrax.Euler()` (Euler–Maruyama).
     - `stepsize_controller`, `rtol`, `atol`, `adjoint`, `t0`, `t1`, `dt0`, `max_steps`,
-      `throw`: as for `neurde.NeuralODE`. Solvers without an error estimate (Euler,
-      Milstein) run with a constant step `dt0`.
+      `throw`: as for `neurde.NeuralODE`. `adjoint="reversible"` with
+      `solver=diffrax.ReversibleHeun()`, constant steps and the grid Brownian motion gives
+      the exact gradient of the reversible Heun solve in constant memory (Kidger et al.
+      2021), the increments redrawn from the key on the backward pass. Solvers without an
+      error estimate (Euler, Milstein) run with a constant step `dt0`.
     - `brownian`: `"grid"`, `"tree"`, or `None` (default): `"grid"` when the steps are
       constant and land on a grid from `t0` to the end time, the solver needs no Lévy area
       and no `brownian_tol` is given; `"tree"` otherwise. Or a given Brownian motion: a

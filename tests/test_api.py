@@ -53,6 +53,7 @@ def test_core_names_are_exported():
         "LinearField",
         "AbstractField",
         "RK4",
+        "Reversible",
         "Tolerances",
         "trainable",
         "fit",
