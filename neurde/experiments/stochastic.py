@@ -6,9 +6,12 @@ One section per model, each on a generated or bundled task whose answer is known
   against the analytic KL of two Ornstein–Uhlenbeck path measures, and a fit to noisy OU
   paths whose prior's marginal mean and std are compared with the exact OU marginals;
 - `sde_net`: SDE-Net (Kong et al. 2020) vs the same net without diffusion on digits:
-  accuracy and out-of-distribution AUROC against uniform noise and permuted digits.
+  accuracy and out-of-distribution AUROC against uniform noise and permuted digits;
+- `sde_gan`: an SDE-GAN (Kidger et al. 2021) on Ornstein–Uhlenbeck paths: the 1-D
+  Wasserstein distance of the generated marginals to the data's at three times, trained
+  against untrained.
 
-`--quick` (the default) runs both sections in a few minutes on a 2-core CPU (it is the
+`--quick` (the default) runs the three sections in a few minutes on a 2-core CPU (it is the
 protocol of the slow acceptance tests); `--full` is sized for a GPU (not measured).
 `--only` picks sections.
 """
@@ -19,12 +22,16 @@ from .report import Report
 from .sections import add_only_argument, run_sections
 
 NAME = "stochastic"
-DESCRIPTION = "The stochastic family (latent SDE on OU paths, SDE-Net OOD detection on digits)."
+DESCRIPTION = (
+    "The stochastic family (latent SDE on OU paths, SDE-Net OOD detection on digits, SDE-GAN "
+    "on OU marginals)."
+)
 
 # Section name -> the module (in this package) whose `section(report, size=, seed=)` runs it.
 SECTIONS = {
     "latent_sde": "stochastic_latent_sde",
     "sde_net": "stochastic_sde_net",
+    "sde_gan": "stochastic_sde_gan",
 }
 
 

@@ -116,7 +116,9 @@ class STEER(AbstractContinuousWrapper):
             raise ValueError(
                 f"{_OWNER}: got save times `ts`, but STEER perturbs only the end time, so it "
                 "returns y(T') alone and `ts` must be None. For a trajectory at fixed times, "
-                "call the wrapped model: `steer.model(y0, ts)`."
+                "call the wrapped model: `steer.model(y0, ts)`. A model that reads its inner "
+                "solve at save times (a `stochastic.LatentSDE` or `SDEGenerator`, which report "
+                "a path) cannot hold a STEER: build it without `noise.steer`."
             )
         inner = self.model.problem(y0, None, args=args, key=key)
         if self.inference:

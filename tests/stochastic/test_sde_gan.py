@@ -19,7 +19,6 @@ from neurde.stochastic.sde_gan import (
     CDEDiscriminator,
     SDEGenerator,
     clip_discriminator,
-    make_gan_step,
     wasserstein_loss,
 )
 
@@ -186,40 +185,18 @@ def _w1(a, b):
 
 @functools.cache
 def _trained_distances():
-    # OU dX = -X dt + 0.5 dW, X0 = 1 on [0, 2], 9 times. Adam(b1=0.5) at the stated rates;
-    # the generator evaluated is the average of its weights over the second half of training
+    # The protocol is `neurde.experiments.stochastic_sde_gan.train_sde_gan` at size "quick"
+    # (`neurde run stochastic --only sde_gan`): OU dX = -X dt + 0.5 dW, X0 = 1 on [0, 2], 9
+    # times, 1024 paths; 600 steps of batch 64, Adam(5e-4, b1=0.5) for both players; the
+    # generator evaluated is the average of its weights over the second half of training
     # (stochastic weight averaging, as in the paper), which damps the game's oscillations.
-    steps, batch, n_eval = STEPS, 64, 1024
-    data = ornstein_uhlenbeck(n_eval, 9, t1=2.0, theta=1.0, sigma=0.5, x0=1.0, key=jr.key(0))
-    ts, real = data.ts, data.ys
-    gen = SDEGenerator(1, 4, 2, 8, t1=2.0, dt0=0.25, width_size=16, key=jr.key(1))
-    disc = CDEDiscriminator(1, 8, width_size=16, steps=8, key=jr.key(2))
+    from neurde.experiments.stochastic_sde_gan import train_sde_gan
 
-    def distances(g):
-        fake = eqx.filter_jit(jax.vmap(lambda k: g(None, ts, key=k)))(jr.split(jr.key(9), n_eval))
-        return [_w1(fake[:, i, 0], real[:, i, 0]) for i in (2, 4, 8)]
-
-    before = distances(gen)
-    g_optim, d_optim = optax.adam(G_LR, b1=0.5), optax.adam(D_LR, b1=0.5)
-    g_state, d_state = neurde.init_optimizer(g_optim, gen), neurde.init_optimizer(d_optim, disc)
-    step = make_gan_step(g_optim, d_optim)
-    average, count, finite = None, 0, True
-    for i in range(steps):
-        idx = jr.choice(jr.fold_in(jr.key(3), i), n_eval, (batch,), replace=False)
-        gen, disc, g_state, d_state, loss = step(
-            gen, disc, g_state, d_state, ts, real[idx], jr.fold_in(jr.key(4), i)
-        )
-        finite = finite and bool(np.isfinite(float(loss)))
-        if i >= steps // 2:
-            params, count = eqx.filter(gen, eqx.is_inexact_array), count + 1
-            weight = 1.0 / count
-            average = params if average is None else jax.tree.map(
-                lambda a, p, w=weight: a + (p - a) * w, average, params
-            )  # fmt: skip
-    gen = eqx.combine(average, eqx.filter(gen, eqx.is_inexact_array, inverse=True))
-    after = distances(gen)
+    numbers, _ = train_sde_gan("quick", 0)
+    before = [m["untrained"] for m in numbers["marginals"]]
+    after = [m["trained"] for m in numbers["marginals"]]
     print(f"W1 at t = 0.5, 1, 2: untrained {before}, trained {after}")
-    return before, after, finite
+    return before, after, numbers["finite"]
 
 
 @pytest.mark.slow
@@ -238,6 +215,3 @@ def test_acceptance_learns_ornstein_uhlenbeck_marginals():
     before, after, _ = _trained_distances()
     for b, a in zip(before, after, strict=True):
         assert a * 3 <= b
-
-
-STEPS, G_LR, D_LR = 600, 5e-4, 5e-4
