@@ -5,7 +5,7 @@ import pytest
 from neurde.experiments.spiral import SpiralConfig, train
 
 
-@pytest.mark.slow
+@pytest.mark.expensive
 def test_fit_learns_spirals_below_threshold():
     # The default `neurde run spiral` setting, seed 0 (600 steps, 320 trajectories on [0, 3]).
     # Threshold: test RMSE against the clean trajectories below 0.2, under a sixth of the

@@ -58,9 +58,12 @@ class SDEGenerator(AbstractWrapper):
     motion is drawn from `key` itself (on the step grid: the same key, the same path, under
     `jax.vmap` too). The SDE is the `neurde.NeuralSDE` held as `model`, so noise transforms,
     `neurde.fit`, ensembles and checkpoints act on it unchanged; its `adjoint=` takes any
-    Diffrax adjoint. In inference mode (`eqx.nn.inference_mode`) $V = 0$ when `v` is `None`
-    (whatever the key), the Brownian motion is dropped (the drift is solved as an ODE) and
-    no key is needed.
+    Diffrax adjoint, or `adjoint="reversible"`: reversible Heun's exact adjoint, as in the
+    paper (the states are rebuilt backwards, so memory does not grow with the number of
+    steps; it does not integrate extra outputs such as `noise.rnode`'s penalties).
+    In inference mode (`eqx.nn.inference_mode`) $V = 0$ when `v` is `None` (whatever the
+    key), the Brownian motion is dropped (the drift is solved as an ODE) and no key is
+    needed.
 
     **Arguments:**
 

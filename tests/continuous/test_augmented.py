@@ -252,7 +252,7 @@ def test_zoo_models_and_size_check():
         zoo_augmented.train_annuli("tiny")
 
 
-@pytest.mark.slow
+@pytest.mark.expensive
 def test_acceptance_annuli():
     from neurde.experiments.zoo_augmented import train_annuli
 
@@ -264,7 +264,7 @@ def test_acceptance_annuli():
     )
 
 
-@pytest.mark.slow
+@pytest.mark.expensive
 def test_acceptance_reflection():
     from neurde.experiments.zoo_augmented import train_reflection
 

@@ -302,7 +302,7 @@ def test_acceptance_flow_matching_trains_faster_than_ffjord(dataset):
     assert numbers["fm_seconds"] < numbers["ffjord_seconds"]
 
 
-@pytest.mark.slow
+@pytest.mark.expensive
 def test_flow_matching_alone_reaches_the_band_on_eight_gaussians():
     # The cheap version for CI: flow matching alone at the default size (about 30 s of CPU).
     numbers = train_cnfs("8-gaussians", size="default", seed=0, methods=("fm",))

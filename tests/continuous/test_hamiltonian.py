@@ -303,7 +303,7 @@ def test_data_bad_arguments(kwargs, error, match):
 # --- acceptance ---------------------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.expensive
 @pytest.mark.parametrize("system", ["mass_spring", "pendulum"])
 def test_hnn_energy_drift_10x_smaller_and_bounded(system):
     from neurde.experiments.zoo_hamiltonian import train_system

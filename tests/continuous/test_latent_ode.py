@@ -220,7 +220,7 @@ def _acceptance_numbers():
     return train_latent(size="quick", seed=0)[0]
 
 
-@pytest.mark.slow
+@pytest.mark.expensive
 def test_acceptance_continuous_models_extrapolate_better_than_the_rnn():
     numbers = _acceptance_numbers()
     assert numbers["latent_ode_mse"] < numbers["rnn_mse"]
@@ -235,7 +235,7 @@ def test_acceptance_continuous_models_extrapolate_better_than_the_rnn():
 # only (the authors' --extrap; 0.21 at seed 0), latent size 8 or 16, a deeper or wider
 # latent field, another posterior init, learning rates 5e-3 to 4e-2 (at 2e-2, seed 0:
 # 0.069 vs 0.037), or 1000 steps (0.048 vs 0.024). Strict, so reaching it shows up.
-@pytest.mark.slow
+@pytest.mark.expensive
 @pytest.mark.xfail(strict=True, reason="at seed 0 the ODE-RNN is slightly ahead")
 def test_acceptance_latent_ode_extrapolates_best():
     numbers = _acceptance_numbers()

@@ -262,7 +262,7 @@ def test_damping_errors():
             HeavyBallODE(1, damping=damping, key=jr.key(0))  # pyright: ignore[reportArgumentType]
 
 
-@pytest.mark.slow
+@pytest.mark.expensive
 def test_acceptance_oscillator_extrapolation():
     from neurde.experiments.zoo_augmented import train_oscillator
 

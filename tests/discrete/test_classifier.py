@@ -166,7 +166,7 @@ def test_momentum_gamma_range():
         discrete.Momentum(1.0)
 
 
-@pytest.mark.slow
+@pytest.mark.expensive
 def test_convolutional_resnet_reaches_the_mnist1d_anchor():
     # MNIST-1D (Greydanus 2020) anchors: logistic ~32%, MLP ~68%, CNN ~94%. A convolutional
     # ResNet (32 channels, depth 4, 1500 Adam steps, cosine lr from 3e-3, batch 100, seeds

@@ -220,7 +220,7 @@ class _Classifier(eqx.Module):
     head: eqx.nn.Linear
 
 
-@pytest.mark.slow
+@pytest.mark.expensive
 def test_kinetic_penalty_cuts_the_cost_of_a_trained_model():
     # Two moons, a neural ODE on R^2 and a linear head, 300 full-batch Adam steps with and
     # without the kinetic penalty (lambda 0.01); same seeds, same compiled step. Cross-entropy

@@ -290,7 +290,7 @@ def _acceptance_numbers():
     return {m["t"]: (m["mean_error"], m["std_error"]) for m in numbers["marginals"]}
 
 
-@pytest.mark.slow
+@pytest.mark.expensive
 def test_acceptance_prior_marginal_means_match_the_data():
     for t, (mean_error, _) in _acceptance_numbers().items():
         assert abs(mean_error) < 0.10, (t, mean_error)
@@ -303,7 +303,7 @@ def test_acceptance_prior_marginal_means_match_the_data():
 # steps narrow the gap (same protocol, an earlier initialization of the diffusion: dt0 =
 # 0.05: -21.7/-19.2/-16.0%; 0.02 with batch 32: -17.7/-14.7/-14.7%; 0.01 with batch 16:
 # -17.9/-14.1/-12.0%) but cost more than the test's budget; strict, so reaching it shows up.
-@pytest.mark.slow
+@pytest.mark.expensive
 @pytest.mark.xfail(strict=True, reason="prior std 16-22% below the data's at this budget")
 def test_acceptance_prior_marginal_stds_match_the_data():
     for t, (_, std_error) in _acceptance_numbers().items():

@@ -232,7 +232,7 @@ def _acceptance_numbers():
     return train_sde_net("quick", 0)[0]
 
 
-@pytest.mark.slow
+@pytest.mark.expensive
 def test_acceptance_accuracy_within_two_points_of_the_drift_only_net():
     numbers = _acceptance_numbers()
     assert numbers["sde_net"]["accuracy"] > 0.9
