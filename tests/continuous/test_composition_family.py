@@ -22,12 +22,13 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from conftest import CONTINUOUS_TRANSFORMS, reference, transform
 
 import neurde
-from neurde import continuous, noise
+from neurde import continuous
 
-T, DT, B, MC = 0.3, 0.1, 0.1, 2
-CONTINUOUS = ("additive", "multiplicative", "dropout_diffusion", "steer", "rnode")
+T, DT = 0.3, 0.1
+CONTINUOUS = CONTINUOUS_TRANSFORMS
 BRANCH = ("residual_dropout", "stochastic_depth", "shake_shake", "shake_drop")
 TRANSFORMS = (*CONTINUOUS, *BRANCH, "monte_carlo", "inference_mode")
 SOLVE = {"solver": neurde.RK4(), "dt0": DT}
@@ -80,44 +81,6 @@ MODELS = (
     "latent_ode",
     "cde",
 )
-
-
-def transform(name: str, model: Any) -> Any:
-    calls = {
-        "additive": lambda m: noise.additive(m, 0.2),
-        "multiplicative": lambda m: noise.multiplicative(m, 0.3),
-        "dropout_diffusion": lambda m: noise.dropout_diffusion(m, 0.2),
-        "steer": lambda m: noise.steer(m, B),
-        "rnode": lambda m: noise.rnode(m, estimator="exact"),
-        "residual_dropout": lambda m: noise.residual_dropout(m, 0.3),
-        "stochastic_depth": lambda m: noise.stochastic_depth(m, 0.7),
-        "shake_shake": lambda m: noise.shake_shake(m),
-        "shake_drop": lambda m: noise.shake_drop(m, 0.7),
-        "monte_carlo": lambda m: noise.MonteCarlo(m, MC),
-        "inference_mode": eqx.nn.inference_mode,
-    }
-    return calls[name](model)
-
-
-def reference(base: Any, names: tuple[str, ...]) -> Any:
-    """The continuous transforms applied to the inner model, the others outside."""
-    model = base
-    for name in names:
-        if name in CONTINUOUS:
-            inner = _innermost_wrapper(model)
-            model = eqx.tree_at(
-                lambda m: _innermost_wrapper(m).model, model, transform(name, inner.model)
-            )
-        else:
-            model = transform(name, model)
-    return model
-
-
-def _innermost_wrapper(model: Any) -> Any:
-    """The family model inside any `MonteCarlo` / inference wrappers."""
-    while isinstance(model, noise.MonteCarlo):
-        model = model.model
-    return model
 
 
 PAIRS = [p for p in itertools.product((*CONTINUOUS, "inference_mode"), repeat=2)]

@@ -30,12 +30,13 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from conftest import CONTINUOUS_TRANSFORMS, reference, transform
 
 from neurde import continuous, noise
 from neurde.stochastic import LatentSDE, SDEGenerator, SDENet
 
 T, DT, B, MC = 0.3, 0.1, 0.1, 2
-CONTINUOUS = ("additive", "multiplicative", "dropout_diffusion", "steer", "rnode")
+CONTINUOUS = CONTINUOUS_TRANSFORMS
 NOISE = ("additive", "multiplicative", "dropout_diffusion")
 BRANCH = ("residual_dropout", "stochastic_depth", "shake_shake", "shake_drop")
 TRANSFORMS = (*CONTINUOUS, *BRANCH, "monte_carlo", "inference_mode")
@@ -60,44 +61,6 @@ def build(name: str) -> tuple[Any, Any, Any]:
         model = SDENet(2, 3, 4, width_size=4, t1=T, steps=3, key=key)
         return model, jnp.array([-1.0, 0.8]), None
     return SDEGenerator(1, 2, 2, 3, t1=T, dt0=DT, width_size=4, key=key), None, TS
-
-
-def transform(name: str, model: Any) -> Any:
-    calls = {
-        "additive": lambda m: noise.additive(m, 0.2),
-        "multiplicative": lambda m: noise.multiplicative(m, 0.3),
-        "dropout_diffusion": lambda m: noise.dropout_diffusion(m, 0.2),
-        "steer": lambda m: noise.steer(m, B),
-        "rnode": lambda m: noise.rnode(m, estimator="exact"),
-        "residual_dropout": lambda m: noise.residual_dropout(m, 0.3),
-        "stochastic_depth": lambda m: noise.stochastic_depth(m, 0.7),
-        "shake_shake": lambda m: noise.shake_shake(m),
-        "shake_drop": lambda m: noise.shake_drop(m, 0.7),
-        "monte_carlo": lambda m: noise.MonteCarlo(m, MC),
-        "inference_mode": eqx.nn.inference_mode,
-    }
-    return calls[name](model)
-
-
-def _innermost_wrapper(model: Any) -> Any:
-    """The family model inside any `MonteCarlo` wrappers."""
-    while isinstance(model, noise.MonteCarlo):
-        model = model.model
-    return model
-
-
-def reference(base: Any, names: tuple[str, ...]) -> Any:
-    """The continuous transforms applied to the inner SDE, the others outside."""
-    model = base
-    for name in names:
-        if name in CONTINUOUS:
-            inner = _innermost_wrapper(model)
-            model = eqx.tree_at(
-                lambda m: _innermost_wrapper(m).model, model, transform(name, inner.model)
-            )
-        else:
-            model = transform(name, model)
-    return model
 
 
 def _solve(model: Any, x: Any, ts: Any, key: Any = KEY) -> Any:
