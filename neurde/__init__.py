@@ -49,6 +49,7 @@ from .tolerances import Tolerances as Tolerances, trainable as trainable
 from .train import (
     FitResult as FitResult,
     History as History,
+    NonFiniteGradientError as NonFiniteGradientError,
     NonFiniteLossError as NonFiniteLossError,
     TrainingError as TrainingError,
     ensemble_init_optimizer as ensemble_init_optimizer,

@@ -12,6 +12,7 @@ from .ensemble import (
 from .fit import (
     FitResult as FitResult,
     History as History,
+    NonFiniteGradientError as NonFiniteGradientError,
     NonFiniteLossError as NonFiniteLossError,
     TrainingError as TrainingError,
     fit as fit,

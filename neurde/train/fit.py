@@ -1,12 +1,14 @@
-"""`fit`: a training loop over Optax with history, progress and a guard on the loss."""
+"""`fit`: a training loop over Optax with history, progress, checkpoints and resume, and a
+guard on the loss and the gradients that says what went wrong."""
 
-import dataclasses
 import functools
+import pathlib
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -14,48 +16,13 @@ import numpy as np
 import optax
 from jaxtyping import PRNGKeyArray
 
-from ..data.batching import minibatches
-from .ensemble import ensemble_init_optimizer, make_ensemble_step
-from .step import LossFn, init_optimizer, make_step
-
-
-@dataclasses.dataclass
-class History:
-    """What `fit` recorded, one entry per step unless stated.
-
-    - `loss`: loss values (arrays of shape `(n,)` for ensembles).
-    - `time`: wall-clock seconds of each step; the first includes compilation.
-    - `metrics`: every entry of the loss's aux dict (e.g. `"nfe"`) as lists over steps.
-    - `evals`: `(step, value)` pairs from the evaluation callback.
-    """
-
-    loss: list[Any] = dataclasses.field(default_factory=list)
-    time: list[float] = dataclasses.field(default_factory=list)
-    metrics: dict[str, list[Any]] = dataclasses.field(default_factory=dict)
-    evals: list[tuple[int, Any]] = dataclasses.field(default_factory=list)
-
-    @property
-    def compile_time(self) -> float:
-        """Seconds of the first step minus a typical later step: compilation, roughly."""
-        if len(self.time) < 2:
-            return self.time[0] if self.time else 0.0
-        # Zero when the step was compiled by an earlier `fit` (the compiled step is cached).
-        return max(0.0, self.time[0] - float(np.median(self.time[1:])))
-
-
-class TrainingError(RuntimeError):
-    """Training stopped at `step`; `model` and `opt_state` are the last good ones."""
-
-    def __init__(self, message: str, *, step: int, model: Any, opt_state: Any, history: History):
-        super().__init__(message)
-        self.step = step
-        self.model = model
-        self.opt_state = opt_state
-        self.history = history
-
-
-class NonFiniteLossError(TrainingError):
-    """The loss became NaN or inf; the parameters that last gave a finite loss are kept."""
+from ..data._checks import prng_key
+from . import _checks, resume as _resume
+from .batches import batch_stream, is_iterator
+from .ensemble import ensemble_init_optimizer, make_checked_ensemble_step, stacked_size
+from .forensics import NonFiniteGradientError, NonFiniteLossError, TrainingError, check_step
+from .history import History, jsonable
+from .step import LossFn, gradient_paths, init_optimizer, step_once_checked
 
 
 class FitResult(NamedTuple):
@@ -67,46 +34,36 @@ class FitResult(NamedTuple):
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_step(loss_fn: LossFn, optim: optax.GradientTransformation, ensemble: bool) -> Any:
+def _cached_step(loss_fn: LossFn, optim: optax.GradientTransformation, ensemble: bool) -> Any:
     # One compiled step per (loss, optimizer): resuming `fit` (curriculum phases, more steps)
     # with the same loss and optimizer reuses the compilation instead of recompiling.
-    return make_ensemble_step(loss_fn, optim) if ensemble else make_step(loss_fn, optim)
+    if ensemble:
+        return make_checked_ensemble_step(loss_fn, optim)
+    return eqx.filter_jit(functools.partial(step_once_checked, loss_fn, optim))
 
 
-def _batches(data: Any, batch_size: int | None, key: PRNGKeyArray) -> Iterator[Any]:
-    if batch_size is None:
-        while True:
-            yield data
-    yield from minibatches(data, batch_size, key=key)
+def _compiled_step(loss_fn: LossFn, optim: optax.GradientTransformation, ensemble: bool) -> Any:
+    try:
+        hash((loss_fn, optim))
+    except TypeError:  # e.g. a loss module holding arrays: compiled per call instead
+        return _cached_step.__wrapped__(loss_fn, optim, ensemble)
+    return _cached_step(loss_fn, optim, ensemble)
 
 
-def _as_iterator(data: Any, batch_size: int | None, key: PRNGKeyArray) -> Iterator[Any]:
-    if isinstance(data, Iterator):
-        if batch_size is not None:
-            raise ValueError(
-                "fit: `batch_size` applies to array data; got an iterator of batches as "
-                "well. Drop `batch_size`, or pass the arrays instead of the iterator."
-            )
-        return data
-    if isinstance(data, Iterable) and not isinstance(
-        data, (tuple, list, dict, jax.Array, np.ndarray)
-    ):
-        return iter(data)
-    return _batches(data, batch_size, key)
-
-
-def _progress_bar(steps: int, enabled: bool) -> Any:
+def _progress_bar(start: int, steps: int, enabled: bool) -> Any:
     """A tqdm bar over the steps; sparse when stderr is not a terminal (a log file)."""
     if not enabled:
-        return range(steps)
+        return range(start, steps)
     from tqdm.auto import tqdm  # imported here so `import neurde` does not load it
 
     # Redirected to a file, every refresh is kept as text: refresh every 30 s instead of
     # 10 times a second, so a log holds a few lines per minute rather than hundreds.
     interactive = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
     return tqdm(
-        range(steps),
+        range(start, steps),
         desc="fit",
+        initial=start,
+        total=steps,
         dynamic_ncols=interactive,
         mininterval=0.1 if interactive else 30.0,
         ascii=not interactive,
@@ -117,7 +74,52 @@ def _record(history: History, loss: Any, aux: dict, seconds: float) -> None:
     history.loss.append(loss)
     history.time.append(seconds)
     for name, value in aux.items():
-        history.metrics.setdefault(name, []).append(np.asarray(value))
+        # A `diffrax.RESULTS` item (`solution.result`) is recorded as its integer code.
+        history.metrics.setdefault(name, []).append(np.asarray(getattr(value, "_value", value)))
+
+
+def _check_arguments(fn: str, model: Any, loss_fn: Any, a: dict[str, Any]) -> None:
+    _checks.function(fn, "loss_fn", loss_fn, "loss(model, batch, key)")
+    _checks.integer(fn, "steps", a["steps"], 1)
+    prng_key(fn, a["key"])
+    if a["optim"] is not None:
+        _checks.optimizer(fn, a["optim"])
+    if a["batch_size"] is not None:
+        _checks.integer(fn, "batch_size", a["batch_size"], 1)
+    for name in ("ensemble", "progress", "resume"):
+        _checks.flag(fn, name, a[name])
+    _checks.function(fn, "callback", a["callback"], "callback(step, model)", optional=True)
+    _checks.integer(fn, "eval_every", a["eval_every"], 1)
+    _checks.path_or_none(fn, "checkpoint_dir", a["checkpoint_dir"])
+    if a["checkpoint_every"] is not None:
+        _checks.integer(fn, "checkpoint_every", a["checkpoint_every"], 1)
+        if a["checkpoint_dir"] is None:
+            raise ValueError(
+                f"fit: `checkpoint_every={a['checkpoint_every']!r}` needs `checkpoint_dir`, "
+                "the folder to write the checkpoints to."
+            )
+    if a["ensemble"]:
+        fix = (
+            "Build an ensemble with `neurde.make_ensemble(make_model, n, key=key)`, or pass "
+            "`ensemble=False` to train a single model."
+        )
+        stacked_size("fit(ensemble=True)", "model", model, fix)
+    _checks.has_parameters(fn, model)
+
+
+def _initial_opt_state(
+    model: Any, optim: optax.GradientTransformation, opt_state: Any, ensemble: bool
+) -> Any:
+    fresh = (ensemble_init_optimizer if ensemble else init_optimizer)(optim, model)
+    if opt_state is None:
+        return fresh
+    init = "neurde.ensemble_init_optimizer" if ensemble else "neurde.init_optimizer"
+    fix = f"Pass the state of the same optimizer, from `{init}(optim, model)` or an earlier fit."
+    if ensemble:
+        n = stacked_size("fit", "model", model, "")
+        _checks.member_axis("fit", "opt_state", opt_state, n, 0, fix)
+    _checks.same_structure("fit", "opt_state", opt_state, fresh, fix)
+    return opt_state
 
 
 def fit(
@@ -134,91 +136,181 @@ def fit(
     callback: Callable[[int, Any], Any] | None = None,
     eval_every: int = 100,
     progress: bool = True,
+    checkpoint_dir: str | pathlib.Path | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = True,
 ) -> FitResult:
-    """Train `model` to minimize `loss_fn` with Optax.
+    """Train `model` to minimize `loss_fn` with Optax; checkpointed and resumable.
 
-    Each step draws a minibatch, a fresh key (`fold_in(key, step)`), computes the loss and
-    its gradient with respect to `neurde.trainable(model)` and applies `optim`. The run is
-    deterministic for a fixed `key`. A non-finite loss stops training with
-    `NonFiniteLossError`, which names the step and carries the last good model; any other
-    failure inside a step is re-raised as `TrainingError` with the same information.
+    With `data_key, step_key = jax.random.split(key)`, step `i` (counted from 0) uses the
+    key `fold_in(step_key, i)` and, for array data with a `batch_size`, the minibatch
+    `i % m` of epoch `i // m` (`m` batches per epoch, the permutation of epoch `e` drawn
+    from `fold_in(data_key, e)`, as `neurde.data.minibatches` does). Both are functions of
+    `(key, i)` alone, so a run is deterministic for a fixed `key`, and a resumed run is
+    bit-identical to an uninterrupted one.
+
+    Each step computes the loss and its gradient with respect to `neurde.trainable(model)`
+    and applies `optim`. A step whose loss or any gradient is not finite is refused:
+    `NonFiniteLossError` (the forward pass failed) or `NonFiniteGradientError` (only the
+    backward pass) names the step, the parameter leaves with non-finite gradients, the
+    solver outcome if the loss's aux reports one as `"result"`, and the last checkpoint,
+    and carries the last good model; any other failure inside a step is re-raised as
+    `TrainingError` with the same information.
 
     **Arguments:**
 
     - `model`: the model (or a stacked ensemble with `ensemble=True`).
     - `loss_fn`: `loss(model, batch, key) -> scalar` or `(scalar, aux_dict)`; aux entries
-      such as `"nfe"` are recorded and shown in the progress bar.
+      such as `"nfe"` are recorded and shown in the progress bar; `"result"` (a solve's
+      `solution.result`) is recorded as its integer code and reported on a failure.
     - `data`: a PyTree of arrays with a shared leading axis (minibatched with `batch_size`,
       or used whole when `batch_size=None`), or an iterator of ready batches.
-    - `steps`: number of optimization steps.
+    - `steps`: total number of optimization steps (including those of a resumed run).
     - `key`: randomness for minibatches and the loss.
     - `optim`: Optax transformation (default `optax.adam(1e-3)`).
     - `batch_size`: minibatch size for array data.
-    - `opt_state`: resume from this optimizer state.
+    - `opt_state`: start from this optimizer state (of `optim`, for this model).
     - `ensemble`: train every member of a stacked ensemble in one vmapped step.
     - `callback`: `callback(step, model)`, called every `eval_every` steps and after the
-      last; its return value is stored in `history.evals`.
+      last; its return value is stored in `history.evals` (with checkpoints, it must be
+      JSON data: numbers, strings, lists, dicts or arrays, restored as lists).
     - `progress`: show a tqdm progress bar (refreshed every 30 s when stderr is not a
       terminal, so logs stay short).
+    - `checkpoint_dir`: a folder for this run's checkpoints, or `None` for none. Every
+      `checkpoint_every` steps and after the last, the model, optimizer state, step and
+      history are written atomically to `step-NNNNNNNNN.ckpt` (the two newest are kept).
+    - `checkpoint_every`: steps between checkpoints (default 100; only with
+      `checkpoint_dir`).
+    - `resume`: when `checkpoint_dir` holds a checkpoint, continue from the newest one (a
+      finished run returns at once). Its run must match this call: `steps`, `batch_size`,
+      `key`, `ensemble`, `eval_every`, the loss function's name, the data's shapes and
+      checksum, and the configuration of the model and optimizer state; any difference
+      is a `ValueError` listing them, never a silent mix of two runs. (The optimizer's
+      hyperparameters, such as the learning rate, cannot be read from its state and are
+      not checked.) An iterator `data` is advanced past the batches already used, so pass
+      the same sequence from its start. `resume=False` deletes the folder's checkpoints
+      and starts over.
 
     **Returns:**
 
     `FitResult(model, opt_state, history)`.
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"fit: `steps` must be an integer >= 1, got {steps!r}.")
-    if not isinstance(eval_every, int) or eval_every < 1:
-        raise ValueError(f"fit: `eval_every` must be an integer >= 1, got {eval_every!r}.")
+    arguments = dict(locals())
+    _check_arguments("fit", model, loss_fn, arguments)
     optim = optax.adam(1e-3) if optim is None else optim
-    step_fn = _compiled_step(loss_fn, optim, ensemble)
-    init = ensemble_init_optimizer if ensemble else init_optimizer
-    if opt_state is None:
-        opt_state = init(optim, model)
+    opt_state = _initial_opt_state(model, optim, opt_state, ensemble)
+    checkpoint_every = 100 if checkpoint_every is None else checkpoint_every
+    run = _Run(model, opt_state, History(), 0, None, None, {})
+    if checkpoint_dir is not None:
+        run.directory = pathlib.Path(checkpoint_dir)
+        _resume.prepare(run.directory, resume)
+        run.config = _resume.run_config(
+            loss_fn=loss_fn,
+            data=data,
+            iterator=is_iterator(data),
+            **{k: arguments[k] for k in ("steps", "key", "batch_size", "ensemble", "eval_every")},
+        )
+        restored = _resume.restore(run.directory, run.config, model, opt_state)
+        if restored is not None:
+            run.model, run.opt_state, run.step, run.history, run.checkpoint = restored
     data_key, step_key = jr.split(key)
-    batches = _as_iterator(data, batch_size, data_key)
-    history = History()
-    bar = _progress_bar(steps, progress)
+    batches = batch_stream(data, batch_size, data_key, run.step)
+    step_fn = _compiled_step(loss_fn, optim, ensemble)
+    paths = gradient_paths(model)
+    bar = _progress_bar(run.step, steps, progress)
     for i in bar:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            raise ValueError(
-                f"fit: `data` ran out after {i} batches but `steps={steps}`. Pass at least "
-                "`steps` batches, fewer `steps`, or arrays (minibatched indefinitely)."
-            ) from None
-        start = time.perf_counter()
-        try:
-            new_model, new_opt_state, loss, aux = step_fn(
-                model, opt_state, batch, jr.fold_in(step_key, i)
-            )
-            loss = np.asarray(jax.block_until_ready(loss))
-        except Exception as e:
-            raise TrainingError(
-                f"fit: step {i} failed: {type(e).__name__}: {e}",
-                step=i,
-                model=model,
-                opt_state=opt_state,
-                history=history,
-            ) from e
-        if not np.all(np.isfinite(loss)):
-            raise NonFiniteLossError(
-                f"fit: the loss became non-finite ({loss}) at step {i}. The returned error's "
-                "`.model` holds the last parameters with a finite loss. Try a smaller learning "
-                "rate, gradient clipping (`optax.clip_by_global_norm`), or tighter solver "
-                "tolerances. (If EQX_ON_ERROR=nan is set, as `neurde run` does for cached "
-                "compilation, a failed solve also shows up as NaN: rerun with --checks.)",
-                step=i,
-                model=model,
-                opt_state=opt_state,
-                history=history,
-            )
-        model, opt_state = new_model, new_opt_state
-        _record(history, loss, aux, time.perf_counter() - start)
+        _one_step(run, step_fn, batches, jr.fold_in(step_key, i), i, steps, paths)
         if progress:
-            postfix = {"loss": f"{float(np.mean(loss)):.4g}"}
-            if "nfe" in aux:
-                postfix["nfe"] = f"{float(jnp.mean(aux['nfe'])):.0f}"
-            bar.set_postfix(postfix, refresh=False)
+            _show(bar, run.history)
         if callback is not None and ((i + 1) % eval_every == 0 or i + 1 == steps):
-            history.evals.append((i + 1, callback(i + 1, model)))
-    return FitResult(model, opt_state, history)
+            value = callback(i + 1, run.model)
+            _check_eval(value, run.directory is not None)
+            run.history.evals.append((i + 1, value))
+        if run.directory is not None and ((i + 1) % checkpoint_every == 0 or i + 1 == steps):
+            run.checkpoint = _resume.write(
+                run.directory, i + 1, run.model, run.opt_state, run.history, run.config
+            )
+    return FitResult(run.model, run.opt_state, run.history)
+
+
+class _Run:
+    """The mutable state of a `fit` call."""
+
+    def __init__(self, model, opt_state, history, step, directory, checkpoint, config):
+        self.model, self.opt_state, self.history, self.step = model, opt_state, history, step
+        self.directory: pathlib.Path | None = directory
+        self.checkpoint: pathlib.Path | None = checkpoint
+        self.config: dict[str, Any] = config
+
+
+def _one_step(
+    run: _Run, step_fn: Any, batches: Iterator, key: Any, i: int, steps: int, paths: list[str]
+) -> None:
+    try:
+        batch = next(batches)
+    except StopIteration:
+        raise ValueError(
+            f"fit: `data` ran out after {i} batches but `steps={steps}`. Pass at least "
+            "`steps` batches, fewer `steps`, or arrays (minibatched indefinitely)."
+        ) from None
+    start = time.perf_counter()
+    try:
+        model, opt_state, loss, aux, finite = step_fn(run.model, run.opt_state, batch, key)
+        loss = np.asarray(jax.block_until_ready(loss))
+    except Exception as e:
+        where = (
+            ""
+            if run.checkpoint is None
+            else f" The last good checkpoint is {str(run.checkpoint)!r}."
+        )
+        raise TrainingError(
+            f"fit: step {i} failed: {type(e).__name__}: {e}{where}",
+            step=i,
+            model=run.model,
+            opt_state=run.opt_state,
+            history=run.history,
+            checkpoint=run.checkpoint,
+        ) from e
+    check_step(
+        step=i,
+        loss=loss,
+        finite=np.asarray(finite),
+        paths=paths,
+        aux=aux,
+        checkpoint=run.checkpoint,
+        model=run.model,
+        opt_state=run.opt_state,
+        history=run.history,
+    )
+    run.model, run.opt_state = model, opt_state
+    _record(run.history, loss, aux, time.perf_counter() - start)
+
+
+def _show(bar: Any, history: History) -> None:
+    postfix = {"loss": f"{float(np.mean(history.loss[-1])):.4g}"}
+    if "nfe" in history.metrics:
+        postfix["nfe"] = f"{float(jnp.mean(history.metrics['nfe'][-1])):.0f}"
+    bar.set_postfix(postfix, refresh=False)
+
+
+def _check_eval(value: Any, checkpointing: bool) -> None:
+    if not checkpointing:
+        return
+    try:
+        jsonable(value)
+    except TypeError as e:
+        raise TypeError(
+            f"fit: with `checkpoint_dir`, `callback` must return JSON data (numbers, strings, "
+            f"lists, dicts, arrays) so that the history can be checkpointed; got {value!r} "
+            f"({e}). Return e.g. a float or a dict of floats."
+        ) from None
+
+
+__all__ = [
+    "FitResult",
+    "History",
+    "NonFiniteGradientError",
+    "NonFiniteLossError",
+    "TrainingError",
+    "fit",
+]

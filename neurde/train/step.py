@@ -10,6 +10,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ..tolerances import trainable
+from . import _checks
 
 LossFn: TypeAlias = Callable[[Any, Any, PRNGKeyArray], Any]
 """`loss(model, batch, key)` returning a scalar, or `(scalar, aux)` with `aux` a dict of
@@ -32,6 +33,7 @@ def init_optimizer(optim: optax.GradientTransformation, model: Any) -> optax.Opt
 
     `optim.init(eqx.filter(model, neurde.trainable(model)))`.
     """
+    _checks.optimizer("init_optimizer", optim)
     return optim.init(eqx.filter(model, trainable(model)))
 
 
@@ -50,6 +52,18 @@ def _split_aux(out: Any) -> tuple[Array, dict]:
     return loss, aux
 
 
+def _loss_and_grads(
+    loss_fn: LossFn, model: Any, batch: Any, key: PRNGKeyArray
+) -> tuple[Array, dict, PyTree, PyTree]:
+    params, static = eqx.partition(model, trainable(model))
+
+    def loss_of(p: PyTree) -> tuple[Array, dict]:
+        return _split_aux(loss_fn(eqx.combine(p, static), batch, key))
+
+    (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+    return loss, aux, params, grads
+
+
 def step_once(
     loss_fn: LossFn,
     optim: optax.GradientTransformation,
@@ -59,15 +73,34 @@ def step_once(
     key: PRNGKeyArray,
 ) -> tuple[Any, optax.OptState, Array, dict]:
     """One uncompiled step; `make_step` and `make_ensemble_step` compile it."""
-    params, static = eqx.partition(model, trainable(model))
-
-    def loss_of(p: PyTree) -> tuple[Array, dict]:
-        return _split_aux(loss_fn(eqx.combine(p, static), batch, key))
-
-    (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+    loss, aux, params, grads = _loss_and_grads(loss_fn, model, batch, key)
     updates, opt_state = optim.update(grads, opt_state, params)
     model = eqx.apply_updates(model, updates)
     return model, opt_state, loss, aux
+
+
+def step_once_checked(
+    loss_fn: LossFn,
+    optim: optax.GradientTransformation,
+    model: Any,
+    opt_state: optax.OptState,
+    batch: Any,
+    key: PRNGKeyArray,
+) -> tuple[Any, optax.OptState, Array, dict, Array]:
+    """`step_once`, plus whether each gradient leaf is finite (in the order of
+    `gradient_paths(model)`): what `fit` needs to say which gradient failed."""
+    loss, aux, params, grads = _loss_and_grads(loss_fn, model, batch, key)
+    leaves = jax.tree.leaves(grads)
+    finite = jnp.stack([jnp.all(jnp.isfinite(g)) for g in leaves]) if leaves else jnp.ones(0, bool)
+    updates, opt_state = optim.update(grads, opt_state, params)
+    model = eqx.apply_updates(model, updates)
+    return model, opt_state, loss, aux, finite
+
+
+def gradient_paths(model: Any) -> list[str]:
+    """The paths of the trainable leaves of `model`, e.g. `.field.mlp.layers[0].weight`."""
+    params = eqx.filter(model, trainable(model))
+    return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
 def make_step(loss_fn: LossFn, optim: optax.GradientTransformation) -> Step:
@@ -88,10 +121,21 @@ def make_step(loss_fn: LossFn, optim: optax.GradientTransformation) -> Step:
     model structure and batch shape.
     """
 
+    _checks.function("make_step", "loss_fn", loss_fn, "loss(model, batch, key)")
+    _checks.optimizer("make_step", optim)
+
     def step(model, opt_state, batch, key):
         return step_once(loss_fn, optim, model, opt_state, batch, key)
 
     return eqx.filter_jit(step)
 
 
-__all__ = ["LossFn", "Step", "init_optimizer", "make_step", "step_once"]
+__all__ = [
+    "LossFn",
+    "Step",
+    "gradient_paths",
+    "init_optimizer",
+    "make_step",
+    "step_once",
+    "step_once_checked",
+]
