@@ -228,6 +228,8 @@ def init_settings(
     tolerances beside it would be silently unused.
     """
     check_tolerances_and_controller(owner, stepsize_controller, rtol, atol)
+    if not isinstance(throw, bool):
+        raise TypeError(f"{owner}: `throw` must be True or False, got {throw!r}.")
     model.solver = solver
     model.stepsize_controller = stepsize_controller
     model.tolerances = None

@@ -6,6 +6,7 @@ against a Brownian motion), calls `diffrax.diffeqsolve` and turns a failed solve
 error that says what to try.
 """
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -21,12 +22,21 @@ from ._reversible import Reversible, check_reversible, grid_size, save_indices
 from ._reversible_heun import reversible_heun
 from ._reversible_rk import reversible_rk
 from ._scan_solve import given_increments, noise_shape, scan_integrate, scannable
-from ._validation import check_field_output, check_interval, check_state, check_times, is_concrete
+from ._validation import (
+    check_field_output,
+    check_interval,
+    check_state,
+    check_times,
+    guard_interval,
+    guard_tolerances,
+    is_concrete,
+    promote_state,
+)
 from .brownian import GridBrownianPath
 from .problem import Problem
 from .solution import ModelSolution
 from .solvers import evaluations_at_start, evaluations_per_step
-from .stats import solver_stats
+from .stats import counting, solver_stats
 
 
 def model_problem(owner: str, model: Any, drift: Any, ts: Any) -> Problem:
@@ -313,9 +323,16 @@ def integrate(problem: Problem, y0: PyTree[Any], ts: Any, args: Any) -> ModelSol
     owner = problem.owner
     state = check_state(owner, y0)
     _check_fields(problem, state, args)
+    state = promote_state(owner, problem.drift, problem.t0, state, args)
+    # Scalar checks, once per solve (not per step), of values only known at run time.
+    t1 = guard_interval(owner, problem.t0, problem.t1)
+    controller = guard_tolerances(owner, problem.stepsize_controller)
+    problem = dataclasses.replace(problem, t1=t1, stepsize_controller=controller)
     extras = problem.extras if _integrated(problem) else {}
     if ts is not None:
         ts = check_times(owner, ts, problem.t0, problem.t1)
+        dtype = jnp.result_type(ts.dtype, *(x.dtype for x in jax.tree.leaves(state)))
+        ts = ts.astype(dtype)
     if isinstance(problem.adjoint, Reversible):
         return _reversible_integrate(problem, state, ts, args, extras)
     if scannable(problem):
@@ -326,6 +343,7 @@ def integrate(problem: Problem, y0: PyTree[Any], ts: Any, args: Any) -> ModelSol
     controller = problem.stepsize_controller
     if extras:
         controller = _state_only(controller)
+    controller, saveat = counting(problem.solver, controller, saveat, problem.adjoint)
     solution = diffrax.diffeqsolve(
         _terms(problem, state),
         problem.solver,

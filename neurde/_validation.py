@@ -101,8 +101,9 @@ def check_times(owner: str, ts: Any, t0: Any, t1: Any) -> Array:
         f"{owner}: `ts` must be strictly increasing. Sort the save times and drop duplicates "
         "(e.g. `jnp.unique(ts)`)."
     )
+    bounds = ", ".join(str(x) if is_concrete(x) else "traced" for x in (t0, t1))
     range_msg = (
-        f"{owner}: `ts` must lie inside [t0, t1] = [{t0}, {t1}]. Widen the interval "
+        f"{owner}: `ts` must lie inside [t0, t1] = [{bounds}]. Widen the interval "
         "(the model's `t0`/`t1`, or the call's `t0=`/`t1=`) or drop the outside times."
     )
     concrete = all(is_concrete(x) for x in (ts, t0, t1))
@@ -121,11 +122,106 @@ def check_times(owner: str, ts: Any, t0: Any, t1: Any) -> Array:
 
 def check_interval(owner: str, t0: Any, t1: Any) -> None:
     """Raise `ValueError` when concrete `t0 >= t1`."""
-    if all(is_concrete(x) for x in (t0, t1)) and not float(t1) > float(t0):
+    if all(is_concrete(x) for x in (t0, t1)) and not (
+        float(t1) > float(t0) and np.isfinite(float(t0)) and np.isfinite(float(t1))
+    ):
         raise ValueError(
-            f"{owner}: the time interval needs t1 > t0, got t0={t0}, t1={t1}. Integrating "
-            "backwards in time is not supported by this model; reparametrize time instead."
+            f"{owner}: the time interval needs finite t1 > t0, got t0={t0}, t1={t1}. "
+            "Integrating backwards in time is not supported by this model; reparametrize time "
+            "instead."
         )
+
+
+def guard_interval(owner: str, t0: Any, t1: Any) -> Any:
+    """`t1`, with a run-time check that a traced interval has `t1 > t0`.
+
+    Concrete intervals are checked by `check_interval` at trace time; a traced end time (e.g.
+    the last of save times passed under `jit`) would otherwise integrate backwards in time.
+    The check is attached to `t1` itself, so it runs once per solve (and, when `t1` is not
+    batched, only calls back to Python if it fails).
+    """
+    if all(is_concrete(x) for x in (t0, t1)):
+        check_interval(owner, t0, t1)
+        return t1
+    return eqx.error_if(
+        t1,
+        ~(jnp.asarray(t1) > jnp.asarray(t0)),
+        f"{owner}: the time interval needs t1 > t0, but the (traced) end time is not after "
+        "the start. Integrating backwards in time is not supported by this model; "
+        "reparametrize time instead.",
+    )
+
+
+def guard_tolerances(owner: str, controller: Any) -> Any:
+    """`controller`, after checking its `rtol`/`atol` (PID, possibly clipped) are finite, > 0.
+
+    Concrete tolerances raise `ValueError` now; traced ones (e.g. a model passed through
+    `eqx.filter_jit`, where `neurde.Tolerances` holds arrays) are checked once per solve with
+    `eqx.error_if` on the tolerances themselves: a negative `rtol` would otherwise run, and a
+    NaN `atol` reject every step until `max_steps`.
+    """
+    import diffrax  # the controllers; imported here to keep this module light
+
+    if isinstance(controller, diffrax.ClipStepSizeController):
+        inner = guard_tolerances(owner, controller.controller)
+        return eqx.tree_at(lambda c: c.controller, controller, inner)
+    if not isinstance(controller, diffrax.PIDController):
+        return controller
+    fix = (
+        "Typical values are rtol=1e-3, atol=1e-6 for training and rtol=1e-7, atol=1e-9 for "
+        "accuracy."
+    )
+    checked = []
+    for name in ("rtol", "atol"):
+        value = getattr(controller, name)
+        if is_concrete(value):
+            v = np.asarray(value)
+            if not (np.all(np.isfinite(v)) and np.all(v > 0)):
+                raise ValueError(f"{owner}: `{name}` must be finite and > 0, got {v!r}. {fix}")
+        else:
+            bad = jnp.any(~jnp.isfinite(value) | (value <= 0))
+            value = eqx.error_if(value, bad, f"{owner}: `{name}` must be finite and > 0. {fix}")
+        checked.append(value)
+    if all(is_concrete(x) for x in checked):
+        return controller
+    return eqx.tree_at(lambda c: (c.rtol, c.atol), controller, tuple(checked))
+
+
+def promote_state(owner: str, field: Any, t0: Any, y0: PyTree[Array], args: Any) -> PyTree[Array]:
+    """`y0` promoted leaf by leaf to the dtype of `field(t0, y0, args)` when that is wider.
+
+    Diffrax promotes `y0` to the dtype of the times; a float64 field on a float32 state (with
+    x64 on) would otherwise fail deep inside the solver (`buffer.at[i].set`). Call after
+    `check_field_output`, which guarantees the structures match.
+    """
+    del owner
+    out = jax.eval_shape(field, t0, y0, args)
+    return jax.tree.map(lambda y, o: y.astype(jnp.result_type(y.dtype, o.dtype)), y0, out)
+
+
+def check_width(owner: str, name: str, y: Any, size: int, fix: str) -> None:
+    """Raise `ValueError` unless `y` is a vector of length `size` (checked at trace time)."""
+    shape = tuple(jnp.shape(y))
+    if shape != (size,):
+        raise ValueError(
+            f"{owner}: `{name}` has shape {shape}, but this was built for vectors of shape "
+            f"({size},). {fix}"
+        )
+
+
+def check_key(owner: str, key: Any, name: str = "key") -> Any:
+    """Raise `TypeError` unless `key` is one JAX PRNG key (typed `jr.key` or raw `jr.PRNGKey`)."""
+    dtype = getattr(key, "dtype", None)
+    shape = tuple(getattr(key, "shape", (None,)))
+    typed = dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
+    raw = dtype == jnp.uint32 and shape == (2,)
+    if not (typed or raw):
+        what = type(key).__name__ if dtype is None else f"an array of dtype {dtype}, shape {shape}"
+        raise TypeError(
+            f"{owner}: `{name}` must be one JAX PRNG key, got {what}. Pass e.g. "
+            f"`{name}=jax.random.key(0)`."
+        )
+    return key
 
 
 def require_key(owner: str, key: Any, what: str, how: str) -> PRNGKeyArray:
@@ -135,7 +231,7 @@ def require_key(owner: str, key: Any, what: str, how: str) -> PRNGKeyArray:
             f"{owner}: a `key` is needed in training mode to {what}: call "
             f"`model(y0, key=jr.key(0))`. {how}"
         )
-    return key
+    return check_key(owner, key)
 
 
 def check_callable(owner: str, name: str, value: Any, what: str, optional: bool = False) -> None:

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._validation import check_key, is_concrete
+
 
 def brownian_increment(
     key: PRNGKeyArray, step: Any, shape: tuple[int, ...], dt: float, dtype: Any
@@ -94,11 +96,18 @@ class GridBrownianPath(diffrax.AbstractBrownianPath):
                     f"per step of dt={dt} on [{t0}, {t1}]; got shape {steps.shape}."
                 )
             shape = tuple(steps.shape[1:])
+            if is_concrete(steps) and not bool(jnp.all(jnp.isfinite(steps))):
+                raise ValueError("GridBrownianPath: `increments` contain NaN or inf.")
         else:
             if shape is None:
                 raise ValueError("GridBrownianPath: drawing from `key` needs `shape`.")
             dtype = jnp.result_type(float) if dtype is None else dtype
-            shape, source = tuple(shape), key
+            shape, source = tuple(shape), check_key("GridBrownianPath", key)
+            if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in shape):
+                raise ValueError(
+                    "GridBrownianPath: `shape` must be a tuple of non-negative integers, got "
+                    f"{shape!r}."
+                )
             assert source is not None  # exactly one of key and increments
             steps = jax.vmap(lambda k: brownian_increment(source, k, shape, self.dt, dtype))(
                 jnp.arange(n)

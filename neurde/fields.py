@@ -13,9 +13,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
 from ._types import Args, Scalar
+from ._validation import check_key, is_concrete
 
 
 class AbstractField(eqx.Module):
@@ -77,10 +79,16 @@ class MLPField(AbstractField):
         key: PRNGKeyArray,
     ):
         for name, value, low in (("size", size, 1), ("width_size", width_size, 1)):
-            if not isinstance(value, int) or value < low:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"MLPField: `{name}` must be an integer >= {low}, got {value!r}.")
-        if not isinstance(depth, int) or depth < 0:
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
             raise ValueError(f"MLPField: `depth` must be an integer >= 0, got {depth!r}.")
+        check_key("MLPField", key)
+        if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"MLPField: `dtype` must be a floating dtype (the parameters' dtype), got "
+                f"{dtype!r}. Pass e.g. `dtype=jnp.float64`, or leave it out for JAX's default."
+            )
         out_shape = (size,) if out_shape is None else tuple(int(s) for s in out_shape)
         if any(s < 1 for s in out_shape):
             raise ValueError(f"MLPField: `out_shape` must be positive, got {out_shape}.")
@@ -128,17 +136,33 @@ class LinearField(AbstractField):
 
     def __init__(self, matrix: Float[ArrayLike, "size size"]):
         matrix = jnp.asarray(matrix)
-        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
             raise ValueError(f"LinearField: `matrix` must be square, got shape {matrix.shape}.")
+        if not jnp.issubdtype(matrix.dtype, jnp.floating):
+            raise TypeError(
+                f"LinearField: `matrix` must be floating, got dtype {matrix.dtype}. Convert it, "
+                "e.g. `matrix.astype(float)`."
+            )
+        if is_concrete(matrix) and not np.all(np.isfinite(np.asarray(matrix))):
+            raise ValueError("LinearField: `matrix` contains NaN or inf.")
         self.matrix = matrix
 
     def __call__(self, t: Scalar, y: Float[Array, " size"], args: Args) -> Float[Array, " size"]:
         del t, args
+        size = self.matrix.shape[-1]
+        if jnp.shape(y) != (size,):
+            raise ValueError(
+                f"LinearField: the state `y` has shape {jnp.shape(y)}, but the matrix has shape "
+                f"{self.matrix.shape[-2:]}, so states of shape ({size},) are needed. Build the "
+                "field with a matrix of the state's size, or reshape the state."
+            )
         return self.matrix @ y
 
     @classmethod
     def random(cls, size: int, *, scale: float = 1.0, key: PRNGKeyArray) -> "LinearField":
         """A linear field with i.i.d. normal entries of standard deviation `scale / sqrt(size)`."""
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"LinearField.random: `size` must be an integer >= 1, got {size!r}.")
         return cls(scale * jr.normal(key, (size, size)) / jnp.sqrt(size))
 
 

@@ -214,6 +214,11 @@ def evaluations_per_step(solver: diffrax.AbstractSolver) -> int | None:
     The number of evaluations per step (accepted or rejected), or `None` for implicit and
     other solvers whose cost depends on an inner iteration.
     """
+    if not isinstance(solver, diffrax.AbstractSolver):
+        raise TypeError(
+            "evaluations_per_step: `solver` must be a Diffrax solver (e.g. `diffrax.Tsit5()`), "
+            f"got {type(solver).__name__}."
+        )
     tableau = getattr(solver, "tableau", None)
     if isinstance(tableau, ButcherTableau):
         if tableau.implicit:

@@ -34,10 +34,11 @@ class Tolerances(eqx.Module):
         for name, value in (("rtol", rtol), ("atol", atol)):
             if not is_concrete(value):
                 continue
-            if not np.all(np.asarray(value) > 0):
+            v = np.asarray(value)
+            if not (np.all(v > 0) and np.all(np.isfinite(v))):
                 raise ValueError(
-                    f"Tolerances: `{name}` must be > 0, got {value!r}. Typical values are "
-                    "rtol=1e-3, atol=1e-6 for training and rtol=1e-7, atol=1e-9 for accuracy."
+                    f"Tolerances: `{name}` must be > 0 and finite, got {value!r}. Typical values "
+                    "are rtol=1e-3, atol=1e-6 for training and rtol=1e-7, atol=1e-9 for accuracy."
                 )
         self.rtol = jnp.asarray(rtol, dtype=float)
         self.atol = jnp.asarray(atol, dtype=float)

@@ -122,7 +122,7 @@ def test_missing_end_time():
 
 @pytest.mark.parametrize(("t0", "t1"), [(1.0, 1.0), (1.0, 0.5)])
 def test_empty_interval(t0, t1):
-    with pytest.raises(ValueError, match="needs t1 > t0"):
+    with pytest.raises(ValueError, match="needs finite t1 > t0"):
         neurde.NeuralODE(neurde.LinearField(np.eye(2)), t0=t0, t1=t1)
 
 

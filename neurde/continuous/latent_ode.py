@@ -45,6 +45,15 @@ def gaussian_kl(mean: Float[ArrayLike, " n"], std: Float[ArrayLike, " n"]) -> Fl
             f"gaussian_kl: `mean` and `std` must have the same shape, got {mean.shape} and "
             f"{std.shape}."
         )
+    message = (
+        "gaussian_kl: `std` must be > 0 (the KL divergence is infinite otherwise). Produce it "
+        "with a positive map, e.g. `jax.nn.softplus(raw) + 1e-6` or `jnp.exp(log_std)`."
+    )
+    if is_concrete(std):
+        if not np.all(np.asarray(std) > 0):
+            raise ValueError(f"{message} Got {np.asarray(std)!r}.")
+    else:
+        std = eqx.error_if(std, jnp.any(~(std > 0)), message)
     return 0.5 * jnp.sum(std**2 + mean**2 - 1.0 - 2.0 * jnp.log(std))
 
 

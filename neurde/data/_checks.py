@@ -68,7 +68,12 @@ def nonnegative(fn: str, name: str, value: Any) -> float:
 
 
 def float_dtype(fn: str, dtype: Any) -> jnp.dtype:
-    """Check that `dtype` is a floating dtype that JAX can currently represent."""
+    """Check that `dtype` is a floating dtype that JAX can currently represent.
+
+    `None` means JAX's default float: float32, or float64 with x64 on (as `jnp.zeros`).
+    """
+    if dtype is None:
+        return jnp.dtype(jnp.result_type(float))
     try:
         out = jnp.dtype(dtype)
     except TypeError:
@@ -101,4 +106,27 @@ def prng_key(fn: str, key: Any) -> None:
         raise TypeError(
             f"`{fn}(..., key={key!r})`: `key` must be a single JAX PRNG key. "
             "Pass e.g. `key=jax.random.key(0)`."
+        )
+
+
+def pairs(fn: str, name: str, y: Any) -> None:
+    """Raise `ValueError` unless the last axis of `y` has size 2 (a planar state or point)."""
+    shape = tuple(jnp.shape(y))
+    if not shape or shape[-1] != 2:
+        raise ValueError(
+            f"`{fn}`: `{name}` must have a last axis of size 2 (e.g. (q, p), (x, v) or a "
+            f"point in the plane), got shape {shape}."
+        )
+
+
+def positive_scale(fn: str, name: str, value: Any, dtype: Any) -> None:
+    """Raise `ValueError` unless a concrete scale (a standard deviation) is finite and > 0,
+    and not so small that it rounds to zero (or loses precision) in `dtype`."""
+    if isinstance(value, int | float) and not (0 < value < float("inf")):
+        raise ValueError(f"`{fn}`: `{name}` must be a finite number > 0, got {value!r}.")
+    tiny = float(jnp.finfo(dtype).tiny)
+    if isinstance(value, int | float) and value < tiny:
+        raise ValueError(
+            f"`{fn}`: `{name}`={value!r} is below the smallest normal {jnp.dtype(dtype)} "
+            f"number ({tiny:.3g}); use a larger value or float64."
         )

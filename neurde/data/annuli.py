@@ -31,7 +31,7 @@ def concentric_annuli(
     *,
     dim: int = 2,
     radii: tuple[float, float, float] = (0.5, 1.0, 1.5),
-    dtype=jnp.float32,
+    dtype=None,
     key: PRNGKeyArray,
 ) -> Classification:
     r"""Points in a ball (class 0) and in a surrounding shell (class 1).
@@ -49,7 +49,8 @@ def concentric_annuli(
     - `dim`: the dimension, at least 1 (1: the interval and two outer segments).
     - `radii`: $(r_1, r_2, r_3)$, with $0 < r_1 < r_2 < r_3$ (default the paper's
       $(0.5, 1, 1.5)$).
-    - `dtype`: floating dtype of the inputs.
+    - `dtype`: floating dtype of the inputs;
+      default `None`: JAX's default float (float64 with x64 on).
     - `key`: a JAX PRNG key.
 
     **Returns:**

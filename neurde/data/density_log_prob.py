@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from . import _checks
 from .densities import DENSITIES
 
 # Both moons of `two_moons` are scaled by 2 and shifted by this vector.
@@ -28,8 +29,10 @@ _MOONS_SHIFT = (-1.0, -0.2)
 
 def _gaussian_log_kernel(x: Array, centres: Array, std: Array | float) -> Array:
     """log N(x; c, std^2 I) for every centre c (last axis), for one 2-D point x."""
-    sq = jnp.sum(jnp.square(x[..., None, :] - centres), axis=-1)
-    return -0.5 * sq / std**2 - jnp.log(2 * jnp.pi * std**2)
+    # Scaled before squaring and with log(std) rather than log(std**2): a tiny `std` (whose
+    # square underflows to 0) gives -inf, not NaN.
+    sq = jnp.sum(jnp.square((x[..., None, :] - centres) / std), axis=-1)
+    return -0.5 * sq - jnp.log(2 * jnp.pi) - 2 * jnp.log(std)
 
 
 def eight_gaussians_log_prob(x: Float[Array, "... 2"], *, std: float = 0.5) -> Float[Array, "..."]:
@@ -47,6 +50,8 @@ def eight_gaussians_log_prob(x: Float[Array, "... 2"], *, std: float = 0.5) -> F
 
     $\log p(x)$, shape `(...)`.
     """
+    _checks.pairs("eight_gaussians_log_prob", "x", x)
+    _checks.positive_scale("eight_gaussians_log_prob", "std", std, jnp.result_type(x, float))
     angles = jnp.arange(8) * (math.pi / 4)
     centres = 4.0 * jnp.stack([jnp.cos(angles), jnp.sin(angles)], -1) / 1.414
     log_k = _gaussian_log_kernel(
@@ -92,6 +97,10 @@ def two_moons_log_prob(
     $\log p(x)$, shape `(...)`.
     """
     x = jnp.asarray(x)
+    _checks.pairs("two_moons_log_prob", "x", x)
+    _checks.positive_scale("two_moons_log_prob", "noise", noise, jnp.result_type(x, float))
+    if isinstance(panels, bool) or not isinstance(panels, int) or panels < 1:
+        raise ValueError(f"`two_moons_log_prob`: `panels` must be an integer >= 1, got {panels!r}.")
     dtype = jnp.result_type(x, float)
     theta_np, w_np = _gauss_legendre(panels)
     theta, log_w = jnp.asarray(theta_np, dtype), jnp.log(jnp.asarray(w_np, dtype))
@@ -119,6 +128,7 @@ def checkerboard_log_prob(x: Float[Array, "... 2"]) -> Float[Array, "..."]:
     $\log p(x)$, shape `(...)`.
     """
     x = jnp.asarray(x)
+    _checks.pairs("checkerboard_log_prob", "x", x)
     cells = jnp.floor(x / 2.0)
     inside = jnp.all((x >= -4.0) & (x < 4.0), axis=-1)
     black = jnp.sum(cells, axis=-1) % 2 == 0

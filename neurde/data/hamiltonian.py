@@ -30,6 +30,7 @@ def mass_spring_energy(
 
     $H$ for each state, the shape of `y` without its last axis.
     """
+    _checks.pairs("mass_spring_energy", "y", y)
     q, p = y[..., 0], y[..., 1]
     return p**2 / (2 * mass) + stiffness * q**2 / 2
 
@@ -48,6 +49,7 @@ def pendulum_energy(
 
     $H$ for each state, the shape of `y` without its last axis.
     """
+    _checks.pairs("pendulum_energy", "y", y)
     q, p = y[..., 0], y[..., 1]
     return p**2 / (2 * mass * length**2) + mass * gravity * length * (1 - jnp.cos(q))
 
@@ -122,7 +124,7 @@ def mass_spring(
     stiffness: float = 1.0,
     radius: tuple[float, float] = (0.2, 1.0),
     noise: float = 0.0,
-    dtype=jnp.float32,
+    dtype=None,
     key: PRNGKeyArray,
 ) -> Trajectories:
     r"""Exact trajectories of an ideal mass on a spring, $H = p^2/2m + k q^2/2$.
@@ -142,7 +144,8 @@ def mass_spring(
     - `mass`, `stiffness`: $m > 0$ and $k > 0$.
     - `radius`: range `(low, high)` of the initial radius in the $(q, p)$ plane.
     - `noise`: standard deviation of the Gaussian observation noise, >= 0.
-    - `dtype`: floating dtype of the data.
+    - `dtype`: floating dtype of the data;
+      default `None`: JAX's default float (float64 with x64 on).
     - `key`: a JAX PRNG key.
 
     **Returns:**
@@ -170,7 +173,7 @@ def pendulum(
     gravity: float = 1.0,
     radius: tuple[float, float] = (0.2, 1.0),
     noise: float = 0.0,
-    dtype=jnp.float32,
+    dtype=None,
     key: PRNGKeyArray,
 ) -> Trajectories:
     r"""Trajectories of an ideal pendulum, $H = p^2 / 2 m l^2 + m g l (1 - \cos q)$.
@@ -188,7 +191,8 @@ def pendulum(
     - `mass`, `length`, `gravity`: $m$, $l$, $g$, all > 0.
     - `radius`: range `(low, high)` of the initial radius in the $(q, p)$ plane.
     - `noise`: standard deviation of the Gaussian observation noise, >= 0.
-    - `dtype`: floating dtype of the data.
+    - `dtype`: floating dtype of the data;
+      default `None`: JAX's default float (float64 with x64 on).
     - `key`: a JAX PRNG key.
 
     **Returns:**

@@ -119,6 +119,11 @@ def masked_mse(
     A scalar.
     """
     pred, target, mask = jnp.asarray(pred), jnp.asarray(target), jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+        raise TypeError(
+            f"`masked_mse`: `mask` must be boolean (True where observed), got {mask.dtype}. "
+            "Pass `mask.astype(bool)` if it holds 0/1."
+        )
     if pred.shape != target.shape or pred.ndim == 0 or mask.shape != pred.shape[:-1]:
         raise ValueError(
             f"`masked_mse`: expected `pred` and `target` of the same shape (..., dim) and "

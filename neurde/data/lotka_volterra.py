@@ -41,6 +41,7 @@ def lotka_volterra_field(
         Nature 1926.
     """
     del t
+    _checks.pairs("lotka_volterra_field", "y", y)
     alpha, beta, gamma, delta = args
     prey, predator = y[0], y[1]
     return jnp.stack(
@@ -88,7 +89,7 @@ def lotka_volterra(
     gamma: float = 3.0,
     delta: float = 1.0,
     noise: float = 0.0,
-    dtype=jnp.float32,
+    dtype=None,
     key: PRNGKeyArray,
 ) -> Trajectories:
     r"""Trajectories of the Lotka-Volterra predator-prey model.
@@ -108,7 +109,8 @@ def lotka_volterra(
     - `t1`: final time, > 0.
     - `alpha`, `beta`, `gamma`, `delta`: positive model parameters.
     - `noise`: standard deviation of the additive Gaussian observation noise, >= 0.
-    - `dtype`: floating dtype of the data and of the integration.
+    - `dtype`: floating dtype of the data and of the integration;
+      default `None`: JAX's default float (float64 with x64 on).
     - `key`: a JAX PRNG key.
 
     **Returns:**

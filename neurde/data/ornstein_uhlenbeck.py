@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, Real
 
+from .._validation import is_concrete as _is_concrete
 from . import _checks
 from .trajectories import Trajectories
 
@@ -62,6 +63,11 @@ def ou_variance(
     The variance at each time, with the broadcast shape.
     """
     t, theta, sigma = (jnp.asarray(a) for a in (t, theta, sigma))
+    if _is_concrete(theta) and not bool(jnp.all(theta > 0)):
+        raise ValueError(
+            f"`ou_variance`: `theta` (the mean-reversion rate) must be > 0, got {theta!r}. "
+            "For theta -> 0 the process is a Brownian motion with variance sigma^2 t."
+        )
     return sigma**2 * -jnp.expm1(-2 * theta * t) / (2 * theta)
 
 
@@ -75,7 +81,7 @@ def ornstein_uhlenbeck(
     sigma: float = 0.5,
     x0: float | Float[ArrayLike, " dim"] = 1.0,
     dim: int = 1,
-    dtype=jnp.float32,
+    dtype=None,
     key: PRNGKeyArray,
 ) -> Trajectories:
     r"""Exact sample paths of the Ornstein-Uhlenbeck process.
@@ -100,7 +106,8 @@ def ornstein_uhlenbeck(
     - `sigma`: the diffusion coefficient, >= 0.
     - `x0`: the deterministic initial value, a number or an array of shape `(dim,)`.
     - `dim`: the dimension of the process, at least 1.
-    - `dtype`: floating dtype of the paths.
+    - `dtype`: floating dtype of the paths;
+      default `None`: JAX's default float (float64 with x64 on).
     - `key`: a JAX PRNG key.
 
     **Returns:**

@@ -38,6 +38,7 @@ def oscillator_field(
     $dy/dt$, shape `(2,)`.
     """
     del t
+    _checks.pairs("oscillator_field", "y", y)
     frequency, damping, nonlinear = args
     x, v = y[0], y[1]
     # `where` rather than `if`, so `nonlinear` may also be a traced boolean.
@@ -104,7 +105,7 @@ def oscillator(
     damping: float = 0.1,
     nonlinear: bool = False,
     noise: float = 0.0,
-    dtype=jnp.float32,
+    dtype=None,
     key: PRNGKeyArray,
 ) -> Trajectories:
     r"""Trajectories of a damped harmonic oscillator, or of a damped pendulum.
@@ -129,7 +130,8 @@ def oscillator(
     - `damping`: the damping ratio $\zeta$, >= 0 (1 is critical damping).
     - `nonlinear`: if `True`, the pendulum ($\sin x$ restoring force).
     - `noise`: standard deviation of the additive Gaussian observation noise, >= 0.
-    - `dtype`: floating dtype of the data.
+    - `dtype`: floating dtype of the data;
+      default `None`: JAX's default float (float64 with x64 on).
     - `key`: a JAX PRNG key.
 
     **Returns:**

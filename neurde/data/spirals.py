@@ -41,6 +41,7 @@ def spiral_field(
         NeurIPS 2018. `examples/ode_demo.py` of https://github.com/rtqichen/torchdiffeq.
     """
     del t, args
+    _checks.pairs("spiral_field", "y", y)
     return (y**3) @ jnp.asarray(_MATRIX, dtype=y.dtype)
 
 
@@ -52,7 +53,7 @@ def spiral(
     noise: float = 0.02,
     min_radius: float = 1.0,
     max_radius: float = 1.5,
-    dtype=jnp.float32,
+    dtype=None,
     key: PRNGKeyArray,
 ) -> Trajectories:
     r"""Noisy trajectories of the cubic spiral of the neural ODE demo.
@@ -76,7 +77,8 @@ def spiral(
     - `t1`: final time, > 0.
     - `noise`: standard deviation of the additive Gaussian observation noise, >= 0.
     - `min_radius`, `max_radius`: range of initial radii, `0 <= min_radius <= max_radius`.
-    - `dtype`: floating dtype of the data and of the integration.
+    - `dtype`: floating dtype of the data and of the integration;
+      default `None`: JAX's default float (float64 with x64 on).
     - `key`: a JAX PRNG key.
 
     **Returns:**

@@ -24,6 +24,7 @@ TIME_GRIDS = {
     "logsnr": "uniform in log(alpha_t / sigma_t)",
     "edm": "Karras et al.'s sigma^(1/rho) spacing, rho = 7",
 }
+"""The names of the time grids; each is a grid object of `samplers/grids.py`."""
 PARAMETERIZATIONS = {
     "score": "the model predicts the score grad log p_t(x)",
     "noise": "it predicts the noise epsilon of x_t = alpha_t x0 + sigma_t epsilon",
@@ -80,9 +81,18 @@ def check_steps(owner: str, steps: Any, name: str = "steps") -> int:
 
 
 def check_schedule(owner: str, steps: Any, eps: Any, time_grid: Any) -> tuple[int, float, Any]:
-    """Check a fixed-step sampler's `steps`, `eps` and `time_grid`; return them."""
-    check_choice(owner, "time_grid", time_grid, TIME_GRIDS)
-    return check_steps(owner, steps), check_eps(owner, eps), time_grid
+    """Check a fixed-step sampler's `steps`, `eps` and `time_grid`; return them.
+
+    The grid comes back as a grid object (`samplers/grids.py`): a name of `TIME_GRIDS` is
+    converted, an `OptimizedGrid` must hold positions for `steps` steps.
+    """
+    # Imported here: the grids use the checks of this module.
+    from .samplers.grids import as_time_grid, check_grid_steps
+
+    grid = as_time_grid(owner, time_grid)
+    steps = check_steps(owner, steps)
+    check_grid_steps(owner, grid, steps)
+    return steps, check_eps(owner, eps), grid
 
 
 def _all(test: Any, value: Any) -> bool:
@@ -179,10 +189,38 @@ def check_batch(owner: str, name: str, x: jax.Array, fix: str) -> None:
         )
 
 
+def check_score_sde(owner: str, score_fn: Any, sde: Any, name: str = "score_fn") -> None:
+    """Raise `ValueError` when `score_fn` declares a forward SDE (`Score`, `GaussianScore`)
+    other than the `sde` it is used with.
+
+    A score is the score of the marginals of one forward SDE; with another SDE's drift,
+    diffusion and prior it produces garbage (samples of order 1e9) without any error. Only
+    comparable when both SDEs hold concrete parameters; plain callables cannot be checked.
+    """
+    own = getattr(score_fn, "sde", None)
+    if own is None or sde is None or own is sde:
+        return
+    same = type(own) is type(sde) and eqx.tree_equal(own, sde)
+    if isinstance(same, bool | np.bool_) and not same:
+        raise ValueError(
+            f"{owner}: `{name}` was built for the forward SDE {own!r}, but is used with "
+            f"`sde={sde!r}`. A score only describes the marginals of the SDE it was made "
+            f"(and trained) for: pass `sde={name}.sde`, or rebuild the score for this SDE."
+        )
+
+
 def check_score_fn(
-    owner: str, score_fn: Any, t: Any, x: Any, args: Any, name: str = "score_fn"
+    owner: str,
+    score_fn: Any,
+    t: Any,
+    x: Any,
+    args: Any,
+    name: str = "score_fn",
+    sde: Any = None,
 ) -> None:
-    """Trace `score_fn` on one example: it must return an array of the example's shape."""
+    """Trace `score_fn` on one example: it must return an array of the example's shape, and
+    be made for `sde` when it says which SDE it is for (see `check_score_sde`)."""
+    check_score_sde(owner, score_fn, sde, name)
     if not callable(score_fn):
         raise TypeError(
             f"{owner}: `{name}` must be callable as {name}(t, x, args) for one example, "

@@ -11,8 +11,10 @@ $O(1/N)$ error (tests/diffusion/test_forward_sdes.py).
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from .._validation import is_concrete
 from ._checks import check_integer
 from .forward import VPSDE
 
@@ -70,7 +72,23 @@ def respaced_betas(sde: VPSDE, times: Float[ArrayLike, " N"]) -> Float[Array, " 
     References: Nichol & Dhariwal, "Improved Denoising Diffusion Probabilistic Models", ICML
     2021.
     """
+    if not isinstance(sde, VPSDE):
+        raise TypeError(
+            "respaced_betas: `sde` must be a VPSDE (the betas discretize the VP SDE), got "
+            f"{type(sde).__name__}. Pass a `neurde.diffusion.VPSDE`."
+        )
     times = jnp.asarray(times)
+    if times.ndim != 1 or times.shape[0] == 0:
+        raise ValueError(
+            f"respaced_betas: `times` must be a non-empty 1-D array, got shape {times.shape}."
+        )
+    if is_concrete(times):
+        t = np.asarray(times)
+        if not (np.all(np.diff(t) > 0) and t[0] > 0 and t[-1] <= 1):
+            raise ValueError(
+                "respaced_betas: `times` must be strictly increasing in (0, 1], got "
+                f"{t!r}. Pass e.g. `jnp.linspace(1e-3, 1.0, 100)`."
+            )
     integral = sde.beta_integral(times)
     previous = jnp.concatenate([jnp.zeros((1,), integral.dtype), integral[:-1]])
     return -jnp.expm1(-(integral - previous))

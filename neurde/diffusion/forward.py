@@ -101,6 +101,16 @@ class AbstractForwardSDE(eqx.Module):
 
     def sample_prior(self, key: PRNGKeyArray, shape: tuple[int, ...], dtype: Any = None) -> Array:
         r"""Draw from the prior $\mathcal{N}(0, s^2 I)$, $s$ = `prior_std`, of any shape."""
+        shape = tuple(shape)
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in shape):
+            raise ValueError(
+                f"{type(self).__name__}.sample_prior: `shape` must be a tuple of non-negative "
+                f"integers, got {shape!r}."
+            )
+        if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{type(self).__name__}.sample_prior: `dtype` must be floating, got {dtype!r}."
+            )
         return self.prior_std * jr.normal(key, shape, dtype=dtype)
 
     def prior_logp(self, x: Float[ArrayLike, "*shape"]) -> Float[Array, ""]:
@@ -134,7 +144,9 @@ class VESDE(AbstractForwardSDE):
     sigma_max: float
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
-        if not (0 < sigma_min < sigma_max):
+        if not (
+            _is_number(sigma_min) and _is_number(sigma_max) and 0 < sigma_min < sigma_max < math.inf
+        ):
             raise ValueError(
                 "VESDE: `sigma_min` and `sigma_max` must satisfy 0 < sigma_min < sigma_max, got "
                 f"sigma_min={sigma_min!r}, sigma_max={sigma_max!r}. Song et al. use "
@@ -192,8 +204,19 @@ def _linear_beta_time(beta_min: float, beta_max: float, integral: Any) -> Array:
     return 2 * integral / (beta_min + root)
 
 
+def _is_number(x: Any) -> bool:
+    """A real number (Python or NumPy scalar, or a 0-d concrete array), not a bool."""
+    if isinstance(x, bool):
+        return False
+    try:
+        float(x)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _linear_betas(owner: str, beta_min: float, beta_max: float) -> tuple[float, float]:
-    if not (0 < beta_min < beta_max):
+    if not (_is_number(beta_min) and _is_number(beta_max) and 0 < beta_min < beta_max < math.inf):
         raise ValueError(
             f"{owner}: `beta_min` and `beta_max` must satisfy 0 < beta_min < beta_max, got "
             f"beta_min={beta_min!r}, beta_max={beta_max!r}. The usual values are 0.1 and 20."

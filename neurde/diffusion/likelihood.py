@@ -33,6 +33,7 @@ from ._checks import (
     check_floating,
     check_integer,
     check_key,
+    check_positive,
     check_score_fn,
     check_tolerances,
 )
@@ -76,6 +77,11 @@ def bits_per_dim(
     - `dim`: number of dimensions $d$.
     - `bin_width`: $w$, or `None` for continuous data.
     """
+    check_integer("bits_per_dim", "dim", dim, fix="It is the number of dimensions of one example.")
+    if bin_width is not None:
+        check_positive(
+            "bits_per_dim", "bin_width", bin_width, "e.g. 1/256 for 8-bit data in [0, 1]."
+        )
     offset = 0.0 if bin_width is None else -math.log(bin_width)
     return (-jnp.asarray(logp) / dim + offset) / math.log(2)
 
@@ -169,7 +175,9 @@ def log_likelihood(
     fix = "It bounds the solver's steps; raise it, or loosen `rtol` and `atol`."
     max_steps = check_integer(owner, "max_steps", max_steps, fix=fix)
     x = check_floating(owner, "x", x)
-    check_score_fn(owner, score_fn, jnp.asarray(eps, x.dtype), x, args)
+    if bin_width is not None:  # checked before the solve, not after it
+        check_positive(owner, "bin_width", bin_width, "e.g. 1/256 for 8-bit data in [0, 1].")
+    check_score_fn(owner, score_fn, jnp.asarray(eps, x.dtype), x, args, sde=sde)
     probes = _probes(owner, x, estimator, probe, num_probes, key)
     field = _WithDivergence(sde, score_fn, probes, estimator == "exact")
     ode = NeuralODE(

@@ -37,6 +37,7 @@ import jax.random as jr
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._types import Args
+from .._validation import check_key as check_prng_key, is_concrete
 from ._checks import (
     PARAMETERIZATIONS,
     TIME_SAMPLINGS,
@@ -44,6 +45,7 @@ from ._checks import (
     check_batch,
     check_choice,
     check_eps,
+    check_floating,
     check_score_fn,
     check_sde,
     check_time,
@@ -71,6 +73,18 @@ def _check_time_sampling(owner: str, time_sampling: Any, weighting: Any) -> None
             "flattens the likelihood weighting only; or use time_sampling='uniform' / "
             "'low_discrepancy'."
         )
+
+
+def _check_data(owner: str, x0: Any, key: Any) -> Array:
+    """`x0` as a floating array, checked finite (now, or in compiled code), and the key."""
+    check_prng_key(owner, key)
+    x0 = check_floating(owner, "x0", x0)
+    message = f"{owner}: the data `x0` contains NaN or inf; the loss would be NaN. Clean the data."
+    if is_concrete(x0):
+        if not bool(jnp.all(jnp.isfinite(x0))):
+            raise ValueError(message)
+        return x0
+    return eqx.error_if(x0, ~jnp.all(jnp.isfinite(x0)), message)
 
 
 def _noise_space_weight(sde: AbstractForwardSDE, t: Array, weighting: Weighting) -> Array:
@@ -129,8 +143,8 @@ def denoising_score_matching(
     """
     owner = "denoising_score_matching"
     _check_options(owner, sde, parameterization, weighting)
-    x0, time = jnp.asarray(x0), jnp.asarray(check_time(owner, t))
-    check_score_fn(owner, model, time, x0, args, name="model")
+    x0, time = _check_data(owner, x0, key), jnp.asarray(check_time(owner, t))
+    check_score_fn(owner, model, time, x0, args, name="model", sde=sde)
     z = jr.normal(key, x0.shape, x0.dtype)
     return _dsm_term(model, sde, x0, time, z, parameterization, weighting, args)
 
@@ -171,7 +185,7 @@ def dsm_loss(
     _check_options(owner, sde, parameterization, weighting)
     eps = check_eps(owner, eps)
     _check_time_sampling(owner, time_sampling, weighting)
-    x0 = jnp.asarray(x0)
+    x0 = _check_data(owner, x0, key)
     check_batch(
         owner,
         "x0",
@@ -179,7 +193,7 @@ def dsm_loss(
         "For one vector, use `x0[None]`; for one example at a fixed time, "
         "`denoising_score_matching`.",
     )
-    check_score_fn(owner, model, jnp.asarray(0.5, x0.dtype), x0[0], args, name="model")
+    check_score_fn(owner, model, jnp.asarray(0.5, x0.dtype), x0[0], args, name="model", sde=sde)
     time_key, noise_key = jr.split(key)
     t, weights = sample_times(sde, x0.shape[0], method=time_sampling, eps=eps, key=time_key)
     t, weights = t.astype(x0.dtype), weights.astype(x0.dtype)

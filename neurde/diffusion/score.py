@@ -16,10 +16,12 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._types import Args
-from ._checks import PARAMETERIZATIONS, check_choice, check_sde
+from .._validation import is_concrete
+from ._checks import PARAMETERIZATIONS, check_choice, check_sde, check_time
 from .forward import AbstractForwardSDE
 
 
@@ -69,12 +71,19 @@ class Score(eqx.Module):
     ):
         check_choice("Score", "parameterization", parameterization, PARAMETERIZATIONS)
         check_sde("Score", sde)
+        if not callable(model):
+            raise TypeError(
+                "Score: `model` must be callable as model(t, x, args) for one example (a neurde "
+                f"field or score network), got {type(model).__name__}."
+            )
         self.model = model
         self.sde = sde
         self.parameterization = parameterization
 
     def __call__(self, t: Any, x: Array, args: Args = None) -> Array:
         """The score $\\nabla_x \\log p_t(x)$ at one example."""
+        if is_concrete(t):  # traced times (inside samplers) are checked by their callers
+            check_time("Score", t)
         out = self.model(t, x, args)
         if self.parameterization == "score":
             return out
@@ -118,6 +127,8 @@ class GaussianScore(eqx.Module):
                 "GaussianScore: `mean` and `cov` must have shapes (d,) and (d, d), got "
                 f"{mean.shape} and {cov.shape}. Pass one mean vector and its covariance matrix."
             )
+        check_sde("GaussianScore", sde)
+        _check_covariance(mean, cov)
         self.sde = sde
         self.mean = mean
         self.eigenvalues, self.eigenvectors = jnp.linalg.eigh(cov)
@@ -139,6 +150,29 @@ class GaussianScore(eqx.Module):
         return -self.eigenvectors @ (coords / self.marginal_variances(t))
 
 
+def _check_covariance(mean: Array, cov: Array) -> None:
+    """A concrete `cov` must be finite, symmetric and positive semi-definite."""
+    if not (is_concrete(mean) and is_concrete(cov)):
+        return
+    m, c = np.asarray(mean), np.asarray(cov)
+    fix = "Pass a covariance matrix, e.g. `a @ a.T` or `jnp.diag(variances)`."
+    if not (np.all(np.isfinite(m)) and np.all(np.isfinite(c))):
+        raise ValueError(f"GaussianScore: `mean` and `cov` must be finite, got NaN or inf. {fix}")
+    scale = max(float(np.max(np.abs(c))), np.finfo(c.dtype).tiny)
+    tol = 100 * np.finfo(c.dtype).eps * scale
+    if not np.allclose(c, c.T, rtol=0, atol=tol):
+        gap = float(np.max(np.abs(c - c.T)))
+        raise ValueError(
+            f"GaussianScore: `cov` must be symmetric, got max |cov - cov.T| = {gap:.3g}. {fix}"
+        )
+    smallest = float(np.linalg.eigvalsh(c).min())
+    if smallest < -tol * c.shape[0]:
+        raise ValueError(
+            "GaussianScore: `cov` must be positive semi-definite, got smallest eigenvalue "
+            f"{smallest:.3g}. {fix}"
+        )
+
+
 def reverse_drift(
     sde: AbstractForwardSDE, score_fn: ScoreFn, t: Any, x: Array, args: Args = None
 ) -> Array:
@@ -157,6 +191,7 @@ def reverse_drift(
 
     The drift, an array of `x`'s shape.
     """
+    check_sde("reverse_drift", sde)
     return sde.drift(t, x) - sde.diffusion(t) ** 2 * score_fn(t, x, args)
 
 
@@ -174,6 +209,7 @@ def probability_flow_drift(
 
     $dx/dt$, an array of `x`'s shape.
     """
+    check_sde("probability_flow_drift", sde)
     return sde.drift(t, x) - 0.5 * sde.diffusion(t) ** 2 * score_fn(t, x, args)
 
 

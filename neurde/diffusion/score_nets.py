@@ -97,6 +97,8 @@ class ScoreMLP(AbstractField):
         key: PRNGKeyArray,
     ):
         check_integer("ScoreMLP", "size", size, fix="It is the dimension of the data.")
+        check_integer("ScoreMLP", "width_size", width_size)
+        check_integer("ScoreMLP", "depth", depth, minimum=0)
         embed_key, mlp_key = jr.split(key)
         self.embed = TimeEmbedding(embedding_size, embedding, key=embed_key)
         self.mlp = eqx.nn.MLP(

@@ -135,7 +135,15 @@ class Classifier(AbstractWrapper):
                 f"Classifier: unknown `architecture={architecture!r}`; choose one of "
                 f"{', '.join(ARCHITECTURES)}."
             )
+        for name, value in (("num_classes", num_classes), ("width", width), ("hidden", hidden)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Classifier: `{name}` must be an integer >= 1, got {value!r}.")
         input_shape = tuple(int(s) for s in input_shape)
+        if not input_shape or min(input_shape) < 1:
+            raise ValueError(
+                "Classifier: `input_shape` must be the shape of one example, `(features,)`, "
+                f"`(channels, length)` or `(channels, height, width)`, got {input_shape}."
+            )
         spatial_dims = len(input_shape) - 1
         if architecture in _IMAGE_ONLY and spatial_dims < 1:
             raise ValueError(
@@ -174,8 +182,21 @@ class Classifier(AbstractWrapper):
         return self.stack
 
     def _embed(self, x: Array) -> Array:
-        if self.flatten or not self.spatial_dims:
-            x = x.reshape(-1)
+        if isinstance(self.embed, eqx.nn.Linear):
+            if x.size != self.embed.in_features:
+                raise ValueError(
+                    f"Classifier: the input has shape {x.shape} ({x.size} values), but the "
+                    f"classifier was built for {self.embed.in_features} values. Pass one example "
+                    "of the `input_shape` it was built with, and vmap over a batch."
+                )
+            return self.embed(x.reshape(-1))
+        channels = self.embed.in_channels
+        if x.ndim != self.spatial_dims + 1 or x.shape[0] != channels:
+            raise ValueError(
+                f"Classifier: the input has shape {x.shape}, but the classifier was built for "
+                f"one example with {channels} channels and {self.spatial_dims} spatial axes, "
+                "channels first. Pass one example of its `input_shape`, and vmap over a batch."
+            )
         return self.embed(x)
 
     def _head(self, u: Array) -> Array:

@@ -65,15 +65,29 @@ class HamiltonianBlock(AbstractCouplingBlock):
     activation: Any = eqx.field(static=True)
 
     def __init__(self, size: int, *, activation: Any = jnp.tanh, key: PRNGKeyArray):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"HamiltonianBlock: `size` must be an integer >= 1, got {size!r}.")
         self.kernel = jr.normal(key, (size, size)) / jnp.sqrt(size)
         self.bias = jnp.zeros((size,))
         self.activation = activation
 
     def first(self, t: Any, b: Array, args: Any) -> Array:
+        _check_half(self.kernel, b)
         return -self.activation(self.kernel.T @ b + self.bias)
 
     def second(self, t: Any, a: Array, args: Any) -> Array:
+        _check_half(self.kernel, a)
         return self.activation(self.kernel @ a + self.bias)
+
+
+def _check_half(kernel: Array, half: Array) -> None:
+    size = kernel.shape[-1]
+    if jnp.shape(half) != (size,):
+        raise ValueError(
+            f"HamiltonianBlock: a half of the state has shape {jnp.shape(half)}, but the block "
+            f"was built with `size={size}`, so the state needs shape ({2 * size},) (y and its "
+            f"momentum z). Build the block with `size=<state width> // 2`."
+        )
 
 
 Block: TypeAlias = AbstractCouplingBlock

@@ -46,6 +46,7 @@ class AntisymmetricField(AbstractField):
     ):
         if gamma < 0:
             raise ValueError(f"AntisymmetricField: `gamma` must be >= 0, got {gamma!r}.")
+        _check_size("AntisymmetricField", "size", size)
         self.weight = jr.normal(key, (size, size)) / jnp.sqrt(size)
         self.bias = jnp.zeros((size,))
         self.gamma = float(gamma)
@@ -56,6 +57,12 @@ class AntisymmetricField(AbstractField):
             raise ValueError(
                 f"AntisymmetricField: expects a vector state, got shape {y.shape}. Use "
                 "ConvField or PDEField for images."
+            )
+        if y.shape != self.weight.shape[-1:]:
+            raise ValueError(
+                f"AntisymmetricField: the state `y` has shape {y.shape}, but the field was "
+                f"built with `size={self.weight.shape[-1]}`. Build it with "
+                f"`size={y.shape[0]}`."
             )
         w = self.weight - self.weight.T - self.gamma * jnp.eye(y.shape[0], dtype=y.dtype)
         return self.activation(w @ y + self.bias)
@@ -68,6 +75,11 @@ def _check_image(owner: str, y: Array, channels: int, dims: int) -> None:
             f"{owner}: expects a channel-first signal of shape ({channels}, {spatial}), got "
             f"shape {y.shape}. For vector states use MLPField; reshape images channel-first."
         )
+
+
+def _check_size(owner: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}: `{name}` must be an integer >= 1, got {value!r}.")
 
 
 class ScanConv(eqx.Module):
@@ -168,6 +180,7 @@ class ConvField(AbstractField):
         num_spatial_dims: int = 2,
         key: PRNGKeyArray,
     ):
+        _check_size("ConvField", "channels", channels)
         if kernel_size % 2 != 1:
             raise ValueError(f"ConvField: `kernel_size` must be odd, got {kernel_size}.")
         k1, k2 = jr.split(key)
@@ -222,6 +235,7 @@ class PDEField(AbstractField):
         num_spatial_dims: int = 2,
         key: PRNGKeyArray,
     ):
+        _check_size("PDEField", "channels", channels)
         if kernel_size % 2 != 1:
             raise ValueError(f"PDEField: `kernel_size` must be odd, got {kernel_size}.")
         self.conv = ScanConv(

@@ -14,7 +14,7 @@ from jax.custom_batching import custom_vmap
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from .._types import Args, Input, MaybeKey, SaveTimes
-from .._validation import is_concrete
+from .._validation import check_key, check_state, is_concrete
 from ..model import AbstractModel
 from ..solution import ModelSolution
 from .scheme import AbstractScheme
@@ -189,11 +189,17 @@ class ResidualStack(AbstractModel):
     ):
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
             raise ValueError(f"ResidualStack: `depth` must be an integer >= 1, got {depth!r}.")
-        if h is not None and not h > 0:
+        if h is not None and not 0 < h < float("inf"):
             raise ValueError(
                 f"ResidualStack: the step `h` must be > 0, got {h!r}. Leave it out for h = 1/depth."
             )
         _check_scheme(scheme, depth, bool(memory_saving))
+        check_key("ResidualStack", key)
+        if not callable(make_block):
+            raise TypeError(
+                "ResidualStack: `make_block` must be a function `key -> block`, e.g. "
+                f"`lambda k: MLPField(16, 32, 1, key=k)`, got {type(make_block).__name__}."
+            )
         self.blocks = eqx.filter_vmap(make_block)(jr.split(key, depth))
         self.scheme = scheme
         self.depth = depth
@@ -232,7 +238,8 @@ class ResidualStack(AbstractModel):
         self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None
     ) -> ModelSolution:
         """Apply every block to one (unbatched) input; see `neurde.AbstractModel.solve`."""
-        y0 = jax.tree.map(jnp.asarray, y0)
+        # Floating and finite (a NaN input would give NaN logits without a word).
+        y0 = check_state("ResidualStack", y0)
         if ts is None:
             ys = self.scheme.output(self.forward_state(y0, args, key=key))
         else:

@@ -67,6 +67,7 @@ class MonteCarlo(AbstractWrapper):
                 "number of noise draws averaged."
             )
         check_callable("MonteCarlo", "model", self.model, "a neurde model or a callable module")
+        check_callable("MonteCarlo", "post", self.post, "a function of one draw", optional=True)
 
     def solve(
         self, y0: Input, ts: SaveTimes = None, *, args: Args = None, key: MaybeKey = None

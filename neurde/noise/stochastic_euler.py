@@ -56,6 +56,10 @@ class StochasticEuler(AbstractScheme):
     evaluations_per_step: ClassVar[int] = 1
 
     def __check_init__(self):
+        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1:
+            raise ValueError(
+                f"StochasticEuler: `depth` must be an integer >= 1, got {self.depth!r}."
+            )
         if self.form not in ("discrete", "sde"):
             raise ValueError(
                 f"StochasticEuler: `form` must be 'discrete' or 'sde', got {self.form!r}."

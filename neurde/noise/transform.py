@@ -277,6 +277,11 @@ def regularize(
     """
     name = type(branch).__name__
     owner = f"neurde.noise ({name})"
+    if not isinstance(branch, AbstractBranchRegularizer):
+        raise TypeError(
+            f"neurde.noise.regularize: `branch` must be a branch regularizer (ResidualDropout, "
+            f"StochasticDepth, ShakeShake, ShakeDrop), got {name}."
+        )
     if form not in ("discrete", "sde"):
         raise ValueError(f"{owner}: `form` must be 'discrete' or 'sde', got {form!r}.")
     return apply(

@@ -361,6 +361,16 @@ def make_gan_step(
     2021, Section 4 and Appendix; Diffrax's `neural_sde` example (simultaneous updates).
     """
 
+    for name, optim in (
+        ("generator_optim", generator_optim),
+        ("discriminator_optim", discriminator_optim),
+    ):
+        if not isinstance(optim, optax.GradientTransformation):
+            raise TypeError(
+                f"make_gan_step: `{name}` must be an Optax transformation (e.g. "
+                f"`optax.adadelta(1.0)`), got {type(optim).__name__}."
+            )
+
     def step(generator, discriminator, g_state, d_state, ts, real, key):
         nets = (generator, discriminator)
         params, static = eqx.partition(nets, trainable(nets))

@@ -12,7 +12,7 @@ import optax
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._types import Args, MaybeKey, SaveTimes
-from .._validation import require_key
+from .._validation import is_concrete, require_key
 from ..fields import AbstractField, MLPField, as_field
 from ..model import AbstractContinuousModel, AbstractWrapper
 from ..sde import NeuralSDE
@@ -261,7 +261,19 @@ def sde_net_task_loss(
     """
     model = eqx.tree_at(lambda m: m.diffusion_net, model, _frozen(model.diffusion_net))
     logits = model(x, args=args, key=key)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.asarray(label))
+    label = jnp.asarray(label)
+    if not jnp.issubdtype(label.dtype, jnp.integer):
+        raise TypeError(
+            f"sde_net_task_loss: `label` must be an integer class index, got dtype {label.dtype}."
+        )
+    classes = logits.shape[-1]
+    message = f"sde_net_task_loss: `label` must lie in [0, {classes}) (the model's classes)"
+    if is_concrete(label):
+        if not bool(jnp.all((label >= 0) & (label < classes))):
+            raise ValueError(f"{message}, got {label!r}.")
+    else:
+        label = eqx.error_if(label, (label < 0) | (label >= classes), f"{message}.")
+    return optax.softmax_cross_entropy_with_integer_labels(logits, label)
 
 
 def sde_net_diffusion_loss(

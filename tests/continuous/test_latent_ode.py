@@ -101,7 +101,8 @@ def test_gradient_matches_finite_differences():
             1, 1, encoder=encoder, width_size=2, key=jr.key(6), rtol=1e-10, atol=1e-12
         )
         series = _series(jnp.float64)
-        params, static = eqx.partition(model, eqx.is_inexact_array)
+        # `trainable`: not the tolerances, which a difference step of 1e-6 would make negative.
+        params, static = eqx.partition(model, neurde.trainable(model))
         flat, unflatten = jax.flatten_util.ravel_pytree(params)
 
         def loss(p):

@@ -89,7 +89,9 @@ def test_bad_sampler_hyperparameters():
 @pytest.mark.parametrize("sde", [VE, SUBVP], ids=["VE", "subVP"])
 def test_ancestral_sampling_needs_the_vp_sde(sde):
     with pytest.raises(ValueError, match=r"Ancestral: `sde` must be a VPSDE .*got \w+\. Use `Eul"):
-        nd.sample(nd.Ancestral(10), SCORE, sde, 4, (2,), key=KEY)
+        # The score of this SDE, so that only Ancestral's own check can fire.
+        score = nd.GaussianScore(sde, jnp.zeros(2), jnp.eye(2))
+        nd.sample(nd.Ancestral(10), score, sde, 4, (2,), key=KEY)
 
 
 def test_ddpm_schedule_needs_the_vp_sde():
@@ -113,7 +115,7 @@ def test_wrong_shaped_score_output():
     with pytest.raises(TypeError, match=r"log_likelihood: `score_fn` must be callable .*got int"):
         nd.log_likelihood(3, VP, jnp.ones(2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"calling score_fn\(t, x, args\) on one example"):
-        nd.sample(nd.DDIM(5), lambda t, x: x, VP, 4, (2,), key=KEY)
+        nd.sample(nd.DDIM(5), lambda t, x: x, VP, 4, (2,), key=KEY)  # type: ignore[arg-type]
 
 
 def test_stochastic_samplers_need_a_key():
