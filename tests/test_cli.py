@@ -73,7 +73,7 @@ def test_tiny_samplers_run_writes_report_and_figures(tmp_path):
     out = tmp_path / "samplers"
     args = ["run", "samplers", "--train-steps", "5", "--nfes", "4", "--reference-nfe", "10"]
     args += ["--datasets", "8-gaussians", "digits", "--num-samples", "200"]
-    args += ["--samplers", "ddim", "dpm-solver-2", "pf-ode"]
+    args += ["--samplers", "ddim", "dpm-solver-2", "pf-ode", "--mixtures", "none"]
     assert main([*args, "--out", str(out), "--no-cache", "--no-progress"]) == 0
     report = (out / "report.md").read_text()
     for name in ("dpm-solver-2", "pf-ode", "8-gaussians", "quality_vs_nfe.png", "samples_digits"):

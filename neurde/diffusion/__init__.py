@@ -4,12 +4,15 @@ Forward SDEs (`VESDE`, `VPSDE`, `SubVPSDE`) and DDPM's discrete schedule; denois
 score-matching losses with three weightings and three ways to sample times; score networks
 (`ScoreMLP`, `ScoreConvNet`) and the `Score` wrapper that reads a noise-predicting network as
 a score; samplers (`EulerMaruyama`, `Ancestral`, `PredictorCorrector`, `ProbabilityFlow`,
-`DDIM`, `DPMSolver`, `DPMSolverMultistep`, `EDMHeun`) behind one `sample` function that
-also returns the number of score evaluations; exact log-likelihoods through the
-probability-flow ODE; and an EMA of the weights. Score functions (`ScoreFn`) have neurde's
-field signature `score(t, x, args)` and take one example. The type aliases of the options
-(`TimeGrid`, `Weighting`, `TimeSampling`, `Parameterization`, `Embedding`) are exported for
-annotations.
+`DDIM`, `DPMSolver`, `DPMSolverMultistep`, `DPMSolverPP`, `DPMSolverPPSDE`, `UniPC`,
+`DEIS`, `EDMHeun`, `Restart`) behind one `sample` function that also returns the number of
+score evaluations; time grids as objects (`UniformGrid`, `LogSNRGrid`, `KarrasGrid`, and an
+`OptimizedGrid` fitted by `fit_time_grid`); exact log-likelihoods through the
+probability-flow ODE; an EMA of the weights; and the exact score of Gaussian-mixture data
+(`GaussianMixtureScore`), the yardstick of samplers. Score functions (`ScoreFn`) have
+neurde's field signature `score(t, x, args)` and take one example. The type aliases of the
+options (`TimeGrid`, `Weighting`, `TimeSampling`, `Parameterization`, `Embedding`) are
+exported for annotations.
 """
 
 from .ddpm import (
@@ -24,6 +27,7 @@ from .forward import (
     AbstractForwardSDE as AbstractForwardSDE,
     SubVPSDE as SubVPSDE,
 )
+from .gaussian_mixture import GaussianMixtureScore as GaussianMixtureScore
 from .likelihood import (
     Likelihood as Likelihood,
     bits_per_dim as bits_per_dim,
@@ -37,15 +41,28 @@ from .losses import (
 )
 from .samplers import (
     DDIM as DDIM,
+    DEIS as DEIS,
     AbstractSampler as AbstractSampler,
+    AbstractTimeGrid as AbstractTimeGrid,
     Ancestral as Ancestral,
     DPMSolver as DPMSolver,
     DPMSolverMultistep as DPMSolverMultistep,
+    DPMSolverPP as DPMSolverPP,
+    DPMSolverPPSDE as DPMSolverPPSDE,
     EDMHeun as EDMHeun,
     EulerMaruyama as EulerMaruyama,
+    GridFit as GridFit,
+    KarrasGrid as KarrasGrid,
+    LogSNRGrid as LogSNRGrid,
+    OptimizedGrid as OptimizedGrid,
     PredictorCorrector as PredictorCorrector,
     ProbabilityFlow as ProbabilityFlow,
+    Restart as Restart,
     TimeGrid as TimeGrid,
+    UniformGrid as UniformGrid,
+    UniPC as UniPC,
+    brownian_noise as brownian_noise,
+    fit_time_grid as fit_time_grid,
     sample as sample,
     sample_from as sample_from,
     time_grid as time_grid,

@@ -6,14 +6,22 @@ scikit-learn's 8x8 digits. Each sampler then draws samples at each budget of fun
 evaluations (NFE): reverse-SDE Euler–Maruyama, ancestral (DDPM) sampling, predictor–corrector
 with Langevin corrector, DDIM, DPM-Solver 1/2/3 (singlestep) and 3M (multistep), EDM's
 Heun sampler, and the adaptive probability-flow ODE (whose NFE the solver decides from its
-tolerance). Quality is the sliced Wasserstein distance to held-out data (2-D) or the Fréchet
+tolerance), and the newer DPM-Solver++ (2S, 2M, 3M, 2M SDE), UniPC, DEIS and Restart.
+Quality is the sliced Wasserstein distance to held-out data (2-D) or the Fréchet
 distance in the feature space of a small classifier trained by the experiment (digits); wall
 time is measured after compilation.
+
+A second part needs no training: Gaussian-mixture targets (2-D and 16-D) with the exact
+score (`GaussianMixtureScore`), where each deterministic sampler's error against the exact
+probability-flow map of the same noise is measured, every sampler's sliced Wasserstein
+distance to the target, and a time grid fitted by `fit_time_grid` is compared with the fixed
+grids at the smallest budget (`samplers_mixture.py`).
 """
 
 import argparse
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -26,15 +34,49 @@ import optax
 from .. import diffusion as dfn
 from ..data import DENSITIES, digits
 from ..train import fit, init_optimizer, make_step
+from . import samplers_mixture as mixture_study
 from .report import Report, config_from_args, markdown_table, pyplot
+from .samplers_mixture import sliced_wasserstein
 
 NAME = "samplers"
 DESCRIPTION = "Diffusion samplers (EM, PC, PF-ODE, DDIM, DPM-Solver 1-3, EDM) at equal NFE."
 
 SAMPLERS = (
     "euler-maruyama", "ancestral", "predictor-corrector", "ddim", "dpm-solver-1",
-    "dpm-solver-2", "dpm-solver-3", "dpm-solver-3m", "edm-heun", "pf-ode",
+    "dpm-solver-2", "dpm-solver-3", "dpm-solver-2m", "dpm-solver-3m", "dpm-solver++-2s",
+    "dpm-solver++-2m", "dpm-solver++-3m", "dpm-solver++-2m-sde", "unipc-3", "deis-3",
+    "edm-heun", "restart", "pf-ode",
 )  # fmt: skip
+# Each sampler by its step count (`make_sampler` picks the most steps within a budget).
+STEPPED: dict[str, Callable[[int], dfn.AbstractSampler]] = {
+    "euler-maruyama": lambda n: dfn.EulerMaruyama(steps=n),
+    "ancestral": lambda n: dfn.Ancestral(steps=n),
+    "predictor-corrector": lambda n: dfn.PredictorCorrector(steps=n, corrector_steps=1),
+    "ddim": lambda n: dfn.DDIM(steps=n),
+    "dpm-solver-1": lambda n: dfn.DPMSolver(steps=n, order=1),
+    "dpm-solver-2": lambda n: dfn.DPMSolver(steps=n, order=2),
+    "dpm-solver-3": lambda n: dfn.DPMSolver(steps=n, order=3),
+    "dpm-solver-2m": lambda n: dfn.DPMSolverMultistep(steps=n, order=2),
+    "dpm-solver-3m": lambda n: dfn.DPMSolverMultistep(steps=n, order=3),
+    "dpm-solver++-2s": lambda n: dfn.DPMSolverPP(steps=n, solver="2S"),
+    "dpm-solver++-2m": lambda n: dfn.DPMSolverPP(steps=n, solver="2M"),
+    "dpm-solver++-3m": lambda n: dfn.DPMSolverPP(steps=n, solver="3M"),
+    "dpm-solver++-2m-sde": lambda n: dfn.DPMSolverPPSDE(steps=n, order=2),
+    "unipc-3": lambda n: dfn.UniPC(steps=n, order=3),
+    "deis-3": lambda n: dfn.DEIS(steps=n, order=3),
+    "edm-heun": lambda n: dfn.EDMHeun(steps=n),
+    "restart": lambda n: dfn.Restart(steps=n),
+}
+# The deterministic samplers with a time grid, by step count and grid (the grid study).
+GRIDDED: dict[str, Callable[[int, Any], dfn.AbstractSampler]] = {
+    "ddim": lambda n, g: dfn.DDIM(steps=n, time_grid=g),
+    "dpm-solver-3": lambda n, g: dfn.DPMSolver(steps=n, order=3, time_grid=g),
+    "dpm-solver-2m": lambda n, g: dfn.DPMSolverMultistep(steps=n, order=2, time_grid=g),
+    "dpm-solver-3m": lambda n, g: dfn.DPMSolverMultistep(steps=n, order=3, time_grid=g),
+    "dpm-solver++-3m": lambda n, g: dfn.DPMSolverPP(steps=n, solver="3M", time_grid=g),
+    "unipc-3": lambda n, g: dfn.UniPC(steps=n, order=3, time_grid=g),
+    "deis-3": lambda n, g: dfn.DEIS(steps=n, order=3, time_grid=g),
+}
 # Tolerances of the adaptive probability-flow ODE, one per NFE budget (by position).
 PF_TOLERANCES = (3e-2, 1e-2, 1e-3, 1e-4, 1e-5)
 
@@ -56,50 +98,36 @@ class SamplersConfig:
     digits_net: str = "mlp"
     train_points: int = 20_000
     num_samples: int = 1000
+    mixtures: tuple[str, ...] = ("16d",)
+    mixture_nfes: tuple[int, ...] = (5, 10, 20)
+    mixture_samples: int = 1000
+    grid_iterations: int = 100
+    grid_fits: int = 1
     seed: int = 0
 
     @classmethod
     def full(cls, **overrides: Any) -> "SamplersConfig":
         """NFE 10-1000, a 1000-step EM reference, 10 000 training steps, 4000 samples per 2-D
         evaluation, the convolutional score net for digits (the quick run uses an MLP on the
-        flattened images: on a CPU the convolutional one trains far slower)."""
+        flattened images: on a CPU the convolutional one trains far slower); both mixtures at
+        NFE 5-50 with 4000 samples, and grids fitted for the 3 best samplers at NFE 5 (300
+        iterations; the quick run fits the best one, 100 iterations)."""
         base = {"nfes": (10, 20, 50, 100, 1000), "reference_nfe": 1000, "train_steps": 10_000,
-                "num_samples": 4000, "channels": 32, "digits_net": "conv"}  # fmt: skip
+                "num_samples": 4000, "channels": 32, "digits_net": "conv",
+                "mixtures": mixture_study.MIXTURES, "mixture_nfes": (5, 10, 20, 50),
+                "mixture_samples": 4000, "grid_iterations": 300, "grid_fits": 3}  # fmt: skip
         return cls(**{**base, **overrides})
 
 
-def make_sampler(name: str, nfe: int, index: int) -> dfn.AbstractSampler:
-    """The sampler `name` with (about) `nfe` score evaluations; `index` picks the PF tolerance."""
-    if name == "euler-maruyama":
-        return dfn.EulerMaruyama(steps=nfe)
-    if name == "ancestral":
-        return dfn.Ancestral(steps=nfe)
-    if name == "predictor-corrector":
-        return dfn.PredictorCorrector(steps=max(nfe // 2, 1), corrector_steps=1)
-    if name == "ddim":
-        return dfn.DDIM(steps=nfe)
-    if name == "dpm-solver-3m":
-        return dfn.DPMSolverMultistep(steps=nfe, order=3)
-    if name.startswith("dpm-solver-"):
-        order = int(name[-1])
-        return dfn.DPMSolver(steps=max(nfe // order, 1), order=order)  # pyright: ignore[reportArgumentType]
-    if name == "edm-heun":
-        return dfn.EDMHeun(steps=max((nfe + 1) // 2, 1))
+def make_sampler(name: str, nfe: int, index: int) -> dfn.AbstractSampler | None:
+    """The sampler `name` with the most steps within `nfe` score evaluations (None if even one
+    step costs more); `index` picks the probability-flow ODE's tolerance."""
     if name == "pf-ode":
         tol = PF_TOLERANCES[min(index, len(PF_TOLERANCES) - 1)]
         return dfn.ProbabilityFlow(rtol=tol, atol=tol)
-    raise ValueError(f"samplers: unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}.")
-
-
-def sliced_wasserstein(
-    x: jax.Array, y: jax.Array, *, key: Any, projections: int = 256
-) -> jax.Array:
-    """Sliced 2-Wasserstein distance between two equal-size point clouds (random directions)."""
-    directions = jr.normal(key, (projections, x.shape[-1]))
-    directions = directions / jnp.linalg.norm(directions, axis=-1, keepdims=True)
-    px = jnp.sort(x @ directions.T, axis=0)
-    py = jnp.sort(y @ directions.T, axis=0)
-    return jnp.sqrt(jnp.mean((px - py) ** 2))
+    if name not in STEPPED:
+        raise ValueError(f"samplers: unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}.")
+    return mixture_study.at_budget(STEPPED[name], nfe)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -224,6 +252,8 @@ def run_dataset(name: str, config: SamplersConfig, log: Any) -> dict[str, Any]:
     budgets.append(("euler-maruyama", config.reference_nfe, len(config.nfes)))
     for sampler_name, nfe, index in budgets:
         sampler = make_sampler(sampler_name, nfe, index)
+        if sampler is None:  # one step costs more than this budget
+            continue
         key = jr.key(config.seed + 7)
         samples, used = _draw(sampler, score, sde, num, shape, key)  # compiles
         start = time.perf_counter()
@@ -299,6 +329,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nfes", nargs="+", type=int, help="NFE budgets (quick: 10 20 50)")
     parser.add_argument("--reference-nfe", type=int, help="Euler–Maruyama reference (200)")
     parser.add_argument("--num-samples", type=int, help="samples per 2-D evaluation (1000)")
+    parser.add_argument(
+        "--mixtures",
+        nargs="+",
+        choices=[*mixture_study.MIXTURES, "none"],
+        help="Gaussian-mixture targets with the exact score (quick: 16d)",
+    )
+    parser.add_argument("--mixture-nfes", nargs="+", type=int, help="their NFE (quick: 5 10 20)")
+    parser.add_argument("--grid-iterations", type=int, help="grid-fitting iterations (100)")
+    parser.add_argument("--mixture-samples", type=int, help="draws per mixture (1000)")
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -306,10 +345,11 @@ def run(args: argparse.Namespace) -> Report:
     config = config_from_args(
         SamplersConfig,
         args,
-        ("train_steps", "reference_nfe", "num_samples"),
-        ("datasets", "samplers", "nfes"),
+        ("train_steps", "reference_nfe", "num_samples", "grid_iterations", "mixture_samples"),
+        ("datasets", "samplers", "nfes", "mixtures", "mixture_nfes"),
     )
     results = {name: run_dataset(name, config, print) for name in config.datasets}
+    mixtures = run_mixtures(config, print)
     report = Report("Diffusion samplers at equal NFE", args.out)
     header = ["data set", "sampler", "NFE", "quality", "wall s"]
     table = [
@@ -345,6 +385,71 @@ def run(args: argparse.Namespace) -> Report:
         + "\n\nVP SDE (beta 0.1 to 20), noise prediction, denoising score matching with "
         "low-discrepancy times and the score weighting, Adam with cosine decay, EMA of weights.",
     )
+    if mixtures:
+        _mixture_sections(mixtures, config, report)
     report.add_settings(config)
     _figures(results, config, report)
     return report
+
+
+def run_mixtures(config: SamplersConfig, log: Any) -> dict[str, dict[str, Any]]:
+    """The Gaussian-mixture study (float64): every sampler, and the grid study."""
+    targets = [m for m in config.mixtures if m != "none"]
+    stepped = {n: (lambda nfe, i, n=n: make_sampler(n, nfe, i)) for n in config.samplers}
+    gridded = {n: make for n, make in GRIDDED.items() if n in config.samplers}
+    out = {}
+    with jax.enable_x64(True):
+        for target in targets:
+            mixture = mixture_study.make_mixture(target, dfn.VPSDE(), config.seed)
+            log(f"mixture {target}: {len(mixture.log_weights)} components")
+            evaluation = mixture_study.evaluate(
+                mixture, stepped, config.mixture_nfes, config.mixture_samples, config.seed, log
+            )
+            grids = None
+            if gridded:
+                grids = mixture_study.grid_study(
+                    mixture, gridded, min(config.mixture_nfes), evaluation, seed=config.seed,
+                    iterations=config.grid_iterations, fit_top=config.grid_fits,
+                )  # fmt: skip
+            out[target] = {**evaluation, "grids": grids}
+    return out
+
+
+def _mixture_sections(mixtures: dict[str, Any], config: SamplersConfig, report: Report) -> None:
+    rows = [
+        [target, r["sampler"], r["nfe"], r["error"], f"{r['sw']:.4f}"]
+        for target, res in mixtures.items() for r in res["rows"]
+    ]  # fmt: skip
+    floors = ", ".join(f"{t}: {res['floor']:.4f}" for t, res in mixtures.items())
+    report.add(
+        "Gaussian mixtures with the exact score",
+        "VP SDE, float64, the same prior draws for every sampler. Flow error: RMS distance to "
+        "the exact probability-flow map of the same draws (deterministic samplers; nan for "
+        "stochastic ones). SW: sliced W2 to data draws; the floor (two data draws) is "
+        f"{floors}.\n\n" + markdown_table(["target", "sampler", "NFE", "flow error", "SW"], rows),
+    )
+    for target, res in mixtures.items():
+        grids = res["grids"]
+        if grids is None:
+            continue
+        nfe = min(config.mixture_nfes)
+        name, grid, error = grids["best"]
+        table = [[s, g, e] for (s, g), e in grids["fixed"].items()]
+        table += [[s, "fitted (fit_time_grid)", e] for s, e in grids["all_fitted"].items()]
+        times = ", ".join(f"{t:.4f}" for t in grids["times"])
+        fitted_name, fitted_from = grids["optimized_sampler"]
+        report.add(
+            f"Optimized time grid, {target}, NFE {nfe}",
+            f"Best fixed grid: {name} on {grid!r}, error {error:.4g}. Best fitted grid "
+            f"(`fit_time_grid`, {config.grid_iterations} Adam steps on other draws, from "
+            f"each of the best samplers' best fixed grid): {fitted_name} from {fitted_from!r}, "
+            f"error {grids['optimized']:.4g}, ratio {grids['optimized'] / error:.2f} (target "
+            f"<= 0.5). Fitted times: {times}.\n\n"
+            + markdown_table(["sampler", "grid", "flow error"], table),
+        )
+    plt = pyplot()
+    fig = mixture_study.figure(mixtures, plt)
+    report.add_figure(
+        fig, "mixture_work_precision", "Gaussian mixtures: error and sliced W2 against NFE."
+    )
+    plt.close(fig)

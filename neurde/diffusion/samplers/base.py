@@ -16,12 +16,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..._types import Args
-from .._checks import TIME_GRIDS, check_choice, check_eps, check_steps
+from .._checks import check_eps, check_steps
 from ..forward import AbstractForwardSDE
 from ..score import ScoreFn
+from .grids import AbstractTimeGrid, KarrasGrid, as_time_grid, check_grid_steps
 
-# The spacing of a sampler's times: `"uniform"`, `"logsnr"` or `"edm"` (`time_grid`).
-TimeGrid: TypeAlias = Literal["uniform", "logsnr", "edm"]
+# The spacing of a sampler's times: a name, `"uniform"`, `"logsnr"` or `"edm"`, or a grid
+# object (`UniformGrid`, `LogSNRGrid`, `KarrasGrid`, `OptimizedGrid`); names become objects.
+TimeGrid: TypeAlias = Literal["uniform", "logsnr", "edm"] | AbstractTimeGrid
 
 
 class AbstractSampler(eqx.Module):
@@ -50,19 +52,21 @@ def time_grid(
 ) -> Float[Array, " steps_plus_1"]:
     r"""Decreasing times $T = t_0 > t_1 > \dots > t_N = \epsilon$ for $N$ = `steps`.
 
-    - `"uniform"`: uniform in $t$ (Song et al. 2021; DDIM's "linear" skip).
-    - `"logsnr"`: uniform in $\lambda_t = \log(\alpha_t/\sigma_t)$, DPM-Solver's default for
-      low-resolution data (Lu et al. 2022, Sec. 3.3 and Appendix D.1).
-    - `"edm"`: uniform in $\tilde\sigma^{1/\rho}$ with $\tilde\sigma_t = \sigma_t/\alpha_t =
-      e^{-\lambda_t}$ (Karras et al. 2022, eq. 5), i.e. dense near the data.
+    - `"uniform"` (`UniformGrid`): uniform in $t$ (Song et al. 2021; DDIM's "linear" skip).
+    - `"logsnr"` (`LogSNRGrid`): uniform in $\lambda_t = \log(\alpha_t/\sigma_t)$,
+      DPM-Solver's default for low-resolution data (Lu et al. 2022, Sec. 3.3, Appendix D.1).
+    - `"edm"` (`KarrasGrid(rho)`): uniform in $\tilde\sigma^{1/\rho}$ with
+      $\tilde\sigma_t = \sigma_t/\alpha_t = e^{-\lambda_t}$ (Karras et al. 2022, eq. 5),
+      i.e. dense near the data.
+    - a grid object: its own times, e.g. a fitted `OptimizedGrid`.
 
     **Arguments:**
 
     - `sde`: the forward SDE.
     - `steps`: $N \ge 1$.
-    - `kind`: the spacing.
+    - `kind`: the spacing, a name or a grid object.
     - `eps`: the last time.
-    - `rho`: the exponent of `"edm"`.
+    - `rho`: the exponent of `"edm"` (a `KarrasGrid` object carries its own).
     - `dtype`: the float dtype of the result.
 
     **Returns:**
@@ -70,22 +74,12 @@ def time_grid(
     An array of `steps + 1` times.
     """
     owner = "time_grid"
-    check_choice(owner, "kind", kind, TIME_GRIDS)
+    grid = KarrasGrid(rho) if isinstance(kind, str) and kind == "edm" else kind
+    grid = as_time_grid(owner, grid, "kind")
     steps, eps = check_steps(owner, steps), check_eps(owner, eps)
+    check_grid_steps(owner, grid, steps)
     dtype = jnp.result_type(float) if dtype is None else dtype
-    frac = jnp.arange(steps + 1, dtype=dtype) / steps
-    T = sde.T
-    if kind == "uniform":
-        return (T + (eps - T) * frac).at[-1].set(eps)
-    lam_T, lam_eps = sde.log_snr(jnp.asarray(T, dtype)), sde.log_snr(jnp.asarray(eps, dtype))
-    if kind == "logsnr":
-        lams = lam_T + (lam_eps - lam_T) * frac
-    else:
-        sig_T, sig_eps = jnp.exp(-lam_T / rho), jnp.exp(-lam_eps / rho)
-        lams = -rho * jnp.log(sig_T + (sig_eps - sig_T) * frac)
-    ts = sde.time_from_log_snr(lams).astype(dtype)
-    # Pin the ends: the inverse is exact in exact arithmetic only.
-    return ts.at[0].set(T).at[-1].set(eps)
+    return grid(sde, steps, eps, dtype)
 
 
 __all__ = ["AbstractSampler", "TimeGrid", "time_grid"]

@@ -10,7 +10,8 @@ from jaxtyping import Array
 from .._checks import check_in_range, check_schedule
 from ..forward import AbstractForwardSDE
 from ._fixed_grid import AbstractFixedGridSampler, BatchedScore, Keys
-from .base import TimeGrid, time_grid
+from .base import time_grid
+from .grids import AbstractTimeGrid, to_time_grid
 
 
 class DDIM(AbstractFixedGridSampler[Array]):
@@ -35,7 +36,8 @@ class DDIM(AbstractFixedGridSampler[Array]):
     - `steps`: number of steps (= NFE).
     - `eta`: $\eta \in [0, 1]$ (default 0, deterministic).
     - `eps`: the last time (default $10^{-3}$).
-    - `time_grid`: `"uniform"` (default, DDIM's "linear" skip), `"logsnr"` or `"edm"`.
+    - `time_grid`: `"uniform"` (default, DDIM's "linear" skip), `"logsnr"`, `"edm"` or a
+      grid object (`KarrasGrid(rho)`, a fitted `OptimizedGrid`).
 
     References: Song, Meng, Ermon, "Denoising Diffusion Implicit Models", ICLR 2021.
     """
@@ -43,7 +45,7 @@ class DDIM(AbstractFixedGridSampler[Array]):
     steps: int = eqx.field(static=True, default=50)
     eta: float = eqx.field(static=True, default=0.0, kw_only=True)
     eps: float = eqx.field(static=True, default=1e-3, kw_only=True)
-    time_grid: TimeGrid = eqx.field(static=True, default="uniform", kw_only=True)
+    time_grid: AbstractTimeGrid = eqx.field(default="uniform", kw_only=True, converter=to_time_grid)
 
     def __check_init__(self):
         check_schedule("DDIM", self.steps, self.eps, self.time_grid)

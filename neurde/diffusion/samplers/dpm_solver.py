@@ -10,6 +10,7 @@ from .._checks import check_choice, check_schedule
 from ..forward import AbstractForwardSDE
 from ._fixed_grid import AbstractFixedGridSampler, BatchedScore, Keys
 from .base import TimeGrid, time_grid
+from .grids import AbstractTimeGrid
 
 
 def _stage(
@@ -53,7 +54,8 @@ class DPMSolver(AbstractFixedGridSampler[Array]):
     - `steps`: number of steps $M$.
     - `order`: 1, 2 or 3 (default 3).
     - `eps`: the last time (default $10^{-3}$).
-    - `time_grid`: `"logsnr"` (default), `"uniform"` or `"edm"`.
+    - `time_grid`: `"logsnr"` (default), `"uniform"`, `"edm"` or a grid object
+      (`KarrasGrid(rho)`, a fitted `OptimizedGrid`).
 
     References: Lu, Zhou, Bao, Chen, Li, Zhu, "DPM-Solver: A Fast ODE Solver for Diffusion
     Probabilistic Model Sampling in Around 10 Steps", NeurIPS 2022.
@@ -62,7 +64,7 @@ class DPMSolver(AbstractFixedGridSampler[Array]):
     steps: int = eqx.field(static=True)
     order: Literal[1, 2, 3] = eqx.field(static=True)
     eps: float = eqx.field(static=True)
-    time_grid: TimeGrid = eqx.field(static=True)
+    time_grid: AbstractTimeGrid
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ from .._checks import check_choice, check_schedule
 from ..forward import AbstractForwardSDE
 from ._fixed_grid import AbstractFixedGridSampler, BatchedScore, Keys
 from .base import TimeGrid, time_grid
+from .grids import AbstractTimeGrid
 
 # The multistep state: x, and the noise predictions at the two previous times.
 _History: TypeAlias = tuple[Array, Array, Array]
@@ -45,7 +46,8 @@ class DPMSolverMultistep(AbstractFixedGridSampler[_History]):
     - `steps`: number of steps = NFE (>= 1).
     - `order`: 2 or 3 (default 3).
     - `eps`: the last time (default $10^{-3}$).
-    - `time_grid`: `"edm"` (default), `"logsnr"` or `"uniform"`.
+    - `time_grid`: `"edm"` (default), `"logsnr"`, `"uniform"` or a grid object
+      (`KarrasGrid(rho)`, a fitted `OptimizedGrid`: `neurde.diffusion.fit_time_grid`).
 
     References: Lu, Zhou, Bao, Chen, Li, Zhu, "DPM-Solver++: Fast Solver for Guided
     Sampling of Diffusion Probabilistic Models", 2022 (multistep solvers, Section 4 and
@@ -55,7 +57,7 @@ class DPMSolverMultistep(AbstractFixedGridSampler[_History]):
     steps: int = eqx.field(static=True)
     order: Literal[2, 3] = eqx.field(static=True)
     eps: float = eqx.field(static=True)
-    time_grid: TimeGrid = eqx.field(static=True)
+    time_grid: AbstractTimeGrid
 
     def __init__(
         self,

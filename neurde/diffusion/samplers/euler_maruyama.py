@@ -10,7 +10,8 @@ from jaxtyping import Array
 from .._checks import check_schedule
 from ..forward import AbstractForwardSDE
 from ._fixed_grid import AbstractFixedGridSampler, BatchedScore, Keys
-from .base import TimeGrid, time_grid
+from .base import time_grid
+from .grids import AbstractTimeGrid, to_time_grid
 
 
 class EulerMaruyama(AbstractFixedGridSampler[Array]):
@@ -28,7 +29,7 @@ class EulerMaruyama(AbstractFixedGridSampler[Array]):
 
     - `steps`: number of steps $N$ (= NFE).
     - `eps`: the last time (default $10^{-3}$).
-    - `time_grid`: `"uniform"` (default), `"logsnr"` or `"edm"`.
+    - `time_grid`: `"uniform"` (default), `"logsnr"`, `"edm"` or a grid object.
     - `denoise`: drop the noise of the last step (default True).
 
     References: Song et al., ICLR 2021; Kloeden & Platen, "Numerical Solution of Stochastic
@@ -37,7 +38,7 @@ class EulerMaruyama(AbstractFixedGridSampler[Array]):
 
     steps: int = eqx.field(static=True, default=1000)
     eps: float = eqx.field(static=True, default=1e-3, kw_only=True)
-    time_grid: TimeGrid = eqx.field(static=True, default="uniform", kw_only=True)
+    time_grid: AbstractTimeGrid = eqx.field(default="uniform", kw_only=True, converter=to_time_grid)
     denoise: bool = eqx.field(static=True, default=True, kw_only=True)
 
     def __check_init__(self):

@@ -11,8 +11,8 @@ from jaxtyping import Array
 from .._checks import check_positive, check_schedule, check_steps
 from ..forward import AbstractForwardSDE
 from ._fixed_grid import AbstractFixedGridSampler, BatchedScore, Keys
-from .base import TimeGrid
 from .euler_maruyama import EulerMaruyama
+from .grids import AbstractTimeGrid, to_time_grid
 
 
 def _mean_norm(x: Array) -> Array:
@@ -47,7 +47,7 @@ class PredictorCorrector(AbstractFixedGridSampler[Array]):
     - `corrector_steps`: $M \ge 1$ Langevin steps per predictor step (default 1).
     - `snr`: $r$ (default 0.16, Song et al.'s value for CIFAR-10 VE models).
     - `eps`: the last time (default $10^{-3}$).
-    - `time_grid`: `"uniform"` (default), `"logsnr"` or `"edm"`.
+    - `time_grid`: `"uniform"` (default), `"logsnr"`, `"edm"` or a grid object.
     - `denoise`: drop the noise of the last predictor step (default True).
 
     References: Song et al., ICLR 2021, Sec. 4.2 and Appendix G.
@@ -57,7 +57,7 @@ class PredictorCorrector(AbstractFixedGridSampler[Array]):
     corrector_steps: int = eqx.field(static=True, default=1, kw_only=True)
     snr: float = eqx.field(static=True, default=0.16, kw_only=True)
     eps: float = eqx.field(static=True, default=1e-3, kw_only=True)
-    time_grid: TimeGrid = eqx.field(static=True, default="uniform", kw_only=True)
+    time_grid: AbstractTimeGrid = eqx.field(default="uniform", kw_only=True, converter=to_time_grid)
     denoise: bool = eqx.field(static=True, default=True, kw_only=True)
 
     def __check_init__(self):

@@ -24,7 +24,7 @@ def _run(
     key: Any,
 ) -> tuple[Array, Array]:
     # Checked while tracing, so a compiled call pays nothing for it.
-    check_score_fn("sample_from", score_fn, jnp.asarray(sde.T, x_T.dtype), x_T[0], args)
+    check_score_fn("sample_from", score_fn, jnp.asarray(sde.T, x_T.dtype), x_T[0], args, sde=sde)
     return sampler.run(score_fn, sde, x_T, args, key)
 
 
