@@ -31,6 +31,10 @@ def _walk(x: Any, path: str, out: dict[str, Any]) -> None:
     elif isinstance(x, eqx.Module):
         out[path] = f"<{type(x).__qualname__}>"
         for field in dataclasses.fields(x):
+            # `inference` is a mode (`eqx.nn.inference_mode` flips it), not configuration:
+            # a model saved in inference mode loads into a training one, as before.
+            if field.name == "inference":
+                continue
             if hasattr(x, field.name):
                 _walk(getattr(x, field.name), f"{path}.{field.name}", out)
     elif isinstance(x, tuple) and hasattr(x, "_fields"):  # NamedTuple (optimizer states)

@@ -34,7 +34,9 @@ def _max_diff(a, b):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-@pytest.mark.parametrize(("x64", "tol"), [(False, 1e-5), (True, 1e-10)])
+# float32: round-off over 32 blocks of states of size ~4 (1.3e-5 seen for leapfrog with jax
+# 0.8, 4e-6 with 0.10: XLA versions fuse differently); float64 is the exactness check.
+@pytest.mark.parametrize(("x64", "tol"), [(False, 3e-5), (True, 1e-10)])
 def test_inverse_of_forward_is_identity(name, x64, tol):
     make_block, make_scheme = CASES[name]
     with jax.enable_x64(x64):
