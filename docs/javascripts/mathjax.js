@@ -1,15 +1,13 @@
-// MathJax for pymdownx.arithmatex (generic mode): $...$ and $$...$$ in pages and docstrings.
+// MathJax for pymdownx.arithmatex (generic mode: pages and docstrings, which it turns into
+// \(...\) and \[...\]) and for the notebooks' Markdown cells, written with $...$ and $$...$$.
 window.MathJax = {
   tex: {
-    inlineMath: [["\\(", "\\)"]],
-    displayMath: [["\\[", "\\]"]],
+    inlineMath: [["\\(", "\\)"], ["$", "$"]],
+    displayMath: [["\\[", "\\]"], ["$$", "$$"]],
     processEscapes: true,
     processEnvironments: true,
   },
-  options: {
-    ignoreHtmlClass: ".*|",
-    processHtmlClass: "arithmatex",
-  },
+  // The whole page: arithmatex's \(...\) and the notebooks' $...$; code and pre are skipped.
 };
 
 document$.subscribe(() => {
