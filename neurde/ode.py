@@ -41,12 +41,15 @@ class NeuralODE(AbstractContinuousModel):
       `diffrax.BacksolveAdjoint`), or any `diffrax.AbstractAdjoint`. The continuous adjoint
       solves a second ODE backwards, so its gradient carries that solve's error: at training
       tolerances (rtol 1e-3) it can differ from backprop by several percent; tighten `rtol`
-      and `atol` when using it. `"reversible"` (or `neurde.Reversible(coupling)`): exact
-      gradients in constant memory from McCallum and Foster's reversible version of an
-      explicit Runge–Kutta solver, with constant steps (`stepsize_controller=
-      diffrax.ConstantStepSize()`, `dt0` dividing the interval, `ts` on the step grid); see
-      `neurde.Reversible` for its cost and stability. Switch on a built model with
-      `eqx.tree_at(lambda m: m.adjoint, model, diffrax.BacksolveAdjoint())`.
+      and `atol` when using it. For the same reason it is the one adjoint whose gradient
+      of a `vmap`ped batch is not exactly the mean of per-example gradients with adaptive
+      steps (1e-7 relative at rtol 1e-5, shrinking with the tolerance;
+      tests/test_batch_invariance.py); with constant steps it is. `"reversible"` (or
+      `neurde.Reversible(coupling)`): exact gradients in constant memory from McCallum and
+      Foster's reversible version of an explicit Runge–Kutta solver, with constant steps
+      (`stepsize_controller=diffrax.ConstantStepSize()`, `dt0` dividing the interval, `ts` on
+      the step grid); see `neurde.Reversible` for its cost and stability. Switch on a built
+      model with `eqx.tree_at(lambda m: m.adjoint, model, diffrax.BacksolveAdjoint())`.
     - `t0`, `t1`: the time interval. `t1=None` means "the last save time" and then every call
       must pass `ts`.
     - `dt0`: initial step (adaptive) or the step (constant); `None` lets Diffrax choose.
