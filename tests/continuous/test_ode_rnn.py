@@ -130,7 +130,8 @@ def test_gradient_matches_finite_differences():
         )
         series = _series(jnp.float64)
         ts = jnp.array([0.9, 1.6])
-        params, static = eqx.partition(model, eqx.is_inexact_array)
+        # `trainable`: not the tolerances, which a difference step of 1e-6 would make negative.
+        params, static = eqx.partition(model, neurde.trainable(model))
         flat, unflatten = jax.flatten_util.ravel_pytree(params)
 
         def loss(p):
