@@ -240,7 +240,7 @@ class NeuralCDE(AbstractWrapper):
     $$z(s_0) = \zeta_\theta(X(s_0)), \qquad dz = f_\theta(z)\,dX(s), \qquad
       \text{out} = \ell_\theta(z(s_1))$$
 
-    where $X$ is the interpolation of the observed series ([`control_path`][]), $f_\theta(z)$
+    where $X$ is the interpolation of the observed series (`control_path`), $f_\theta(z)$
     a `(hidden_size, channels)` matrix, $\zeta_\theta$ the initial map and $\ell_\theta$ the
     readout. The CDE is solved as the ODE $\dot z = f_\theta(z)\,\dot X(s)$ by the inner
     `neurde.NeuralODE` held as `model`, on the normalized time $s \in [0, 1]$ of the path

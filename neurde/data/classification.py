@@ -8,8 +8,8 @@ from jaxtyping import Array, ArrayLike, Float, Int
 class Classification(eqx.Module):
     """A classification data set: inputs and integer labels, split into train and test.
 
-    Returned by [`neurde.data.digits`][] and [`neurde.data.mnist1d`][]. It is a PyTree, so
-    it passes through `jax.jit` and [`neurde.data.minibatches`][] takes
+    Returned by `neurde.data.digits` and `neurde.data.mnist1d`. It is a PyTree, so
+    it passes through `jax.jit` and `neurde.data.minibatches` takes
     `(data.x_train, data.y_train)` directly. `num_classes` and `name` are static.
     This class is final: compose it, do not subclass it.
 
