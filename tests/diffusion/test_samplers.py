@@ -117,9 +117,10 @@ ORDER_CASES = [
     ("DPM-Solver-2", lambda n: nd.DPMSolver(n, order=2), 2, 0.25),
     ("DPM-Solver-3", lambda n: nd.DPMSolver(n, order=3), 3, 0.5),
     ("EDM Heun", lambda n: nd.EDMHeun(n), 2, 0.35),
-    # Multistep: the first (order-1) warm-up step bounds the global order by 2 for both.
     ("DPM-Solver-2M", lambda n: nd.DPMSolverMultistep(n, order=2), 2, 0.35),
-    ("DPM-Solver-3M", lambda n: nd.DPMSolverMultistep(n, order=3), 2, 0.5),
+    # 3M on a log-SNR grid: theory 3 (local 4); observed 3.3-3.9 over 10-160 steps, so the
+    # bound above is one-sided (see test_observed_order_of_deterministic_samplers).
+    ("DPM-Solver-3M", lambda n: nd.DPMSolverMultistep(n, order=3, time_grid="logsnr"), 3, 0.5),
 ]
 
 
@@ -147,7 +148,8 @@ def test_observed_order_of_deterministic_samplers(noise64, name, make, order, to
             xs, _ = nd.sample_from(sampler, score, sde, noise64)
             errors.append(np.max(np.abs(np.asarray(xs) - exact_flow(sde, noise64, t_end))))
     observed = -fitted_order(steps, errors)
-    assert abs(observed - order) < tol, (name, observed, errors)
+    upper = 1.0 if name == "DPM-Solver-3M" else tol
+    assert order - tol < observed < order + upper, (name, observed, errors)
 
 
 def test_probability_flow_matches_the_exact_map(noise64):

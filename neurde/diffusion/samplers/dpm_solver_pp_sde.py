@@ -73,8 +73,9 @@ class DPMSolverPPSDE(AbstractFixedGridSampler[_History]):
 
     and the multistep corrections of `DPMSolverPP` with the effective step $2h$: 2M adds
     $\tfrac12\alpha_t(1 - e^{-2h})(\hat x_{0,i} - \hat x_{0,i-1})/r_0$ ("midpoint"), 3M adds
-    $\alpha_t(\varphi_2 D_1 - \varphi_3 D_2)$ (as k-diffusion's `sample_dpmpp_2m_sde` and
-    `sample_dpmpp_3m_sde` and diffusers' `"sde-dpmsolver++"`; formulas in `_exponential.py`).
+    $\alpha_t(\varphi_2 D_1 - 2\varphi_3 D_2)$ (as k-diffusion's `sample_dpmpp_2m_sde` and
+    `sample_dpmpp_3m_sde` and diffusers' `"sde-dpmsolver++"`, except that they weight $D_2$
+    by $\varphi_3$: see `DPMSolverPP`; formulas in `_exponential.py`).
     First step order 1, 3M's second order 2. One evaluation per step: NFE = `steps`.
 
     The draws $z_i$ are increments of ONE Brownian path in $\lambda$ given by the key
