@@ -22,7 +22,7 @@ _ADJOINTS = {
     "backprop": "diffrax.RecursiveCheckpointAdjoint() (backprop through the solver)",
     "direct": "diffrax.DirectAdjoint() (forward- and reverse-mode through the solver)",
     "adjoint": "diffrax.BacksolveAdjoint() (continuous adjoint, O(1) memory)",
-    "reversible": "neurde.Reversible() (exact gradients in O(1) memory, constant steps)",
+    "reversible": "neurde.Reversible() (exact gradients in O(1) memory, constant or PID steps)",
 }
 _MILSTEIN = (diffrax.ItoMilstein, diffrax.StratonovichMilstein)
 

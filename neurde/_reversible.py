@@ -14,7 +14,8 @@ error of a second, backward solve).
 - SDEs: `diffrax.ReversibleHeun` (Kidger et al.), on the grid Brownian path
   (`neurde/_reversible_heun.py`).
 
-This module holds the public object, the checks, and the save-time bookkeeping both share.
+Adaptive steps (ODEs, `diffrax.PIDController`): `neurde/_reversible_adaptive.py`. This module
+holds the public object, the checks, and the save-time bookkeeping they share.
 """
 
 from collections.abc import Callable
@@ -61,9 +62,20 @@ class Reversible(diffrax.AbstractAdjoint):
     For an SDE solved with `diffrax.ReversibleHeun` the solver itself is reversible and
     `coupling` is unused.
 
-    Constant steps only (`stepsize_controller=diffrax.ConstantStepSize()` with a `dt0`
-    dividing the interval); save times `ts` must lie on the step grid. Gradients flow to the
-    initial state, the field's parameters and `args`, not to `t0`, `t1` or `ts`.
+    **Steps.** With `stepsize_controller=diffrax.ConstantStepSize()` the `dt0` must divide
+    the interval and save times `ts` lie on the step grid. With a `diffrax.PIDController`
+    (ODEs, a base solver with an embedded error estimate: `Heun`, `Bosh3`, `Tsit5`,
+    `Dopri5`, ...) the steps adapt, as the paper allows: the controller sees the sum of the
+    embedded error estimates of the step's two base steps, the accepted times are recorded
+    in a buffer of `max_steps + 1` scalars and replayed backwards, and steps are clipped to
+    land on every save time. The accepted steps are constants for the gradient, as in
+    Diffrax (its controller stops gradients through the step size); memory is then
+    $O(1)$ states plus the `max_steps + 1` recorded times of each trajectory (under `vmap`,
+    one buffer per example: 64 examples at `max_steps=4096` in float32 is 1 MiB). Gradients
+    flow to the initial state, the field's parameters and `args`, not to `t0`, `t1`, `ts`
+    or the tolerances. Save times off the constant-step grid (dense output) are not
+    supported: with constant steps they raise an error; use adaptive steps, which land on
+    them.
 
     **Arguments:**
 
@@ -114,12 +126,22 @@ def check_reversible(
             f"`neurde.RK4`), got {type(solver).__name__}. Implicit and other solvers have "
             "no cheap exact inverse: use adjoint='backprop' with them."
         )
-    if not isinstance(controller, diffrax.ConstantStepSize):
+    if isinstance(controller, diffrax.ConstantStepSize):
+        return
+    if sde or isinstance(solver, diffrax.ReversibleHeun):
         raise ValueError(
-            f"{owner}: adjoint='reversible' runs with constant steps; got "
-            f"{type(controller).__name__}. Pass `stepsize_controller="
-            "diffrax.ConstantStepSize()` and `dt0` (adaptive steps are not supported)."
+            f"{owner}: adjoint='reversible' with `diffrax.ReversibleHeun` runs with constant "
+            f"steps; got {type(controller).__name__}. Pass `stepsize_controller="
+            "diffrax.ConstantStepSize()` and `dt0`."
         )
+    if not isinstance(controller, diffrax.PIDController):
+        raise ValueError(
+            f"{owner}: adjoint='reversible' takes constant steps or adaptive steps from a "
+            f"`diffrax.PIDController`; got {type(controller).__name__}. Pass "
+            "`stepsize_controller=diffrax.PIDController(rtol=..., atol=...)` or "
+            "`diffrax.ConstantStepSize()` with `dt0`."
+        )
+    # A solver without an error estimate is refused with an adaptive controller before this.
 
 
 def grid_size(owner: str, t0: Any, t1: Any, dt0: float | None, max_steps: int) -> int:

@@ -45,16 +45,57 @@ class _Grid(eqx.Module):
     index: Array | None
 
 
-def _flow(grid: _Grid, diff: Any, static: Any, t: Any, s: Any, y: Any) -> Any:
-    """One base step of the solver from `t` to `s` (either direction) starting at `y`."""
+def flow(solver: Any, diff: Any, static: Any, t: Any, s: Any, y: Any) -> tuple[Any, Any]:
+    """One base step of `solver` from `t` to `s` (either direction) starting at `y`, and its
+    embedded error estimate (`None` for a solver without one)."""
     field, args = eqx.combine(diff, static)
     term = diffrax.ODETerm(field)
     # The stages are always recomputed (`made_jump=True`): consecutive base steps start at
     # different states (z, then y), so an FSAL stage is never reusable. The solver state is
     # then unused; zeros of its shape avoid an extra evaluation in `solver.init`.
-    shape = eqx.filter_eval_shape(grid.solver.init, term, t, s, y, args)
+    shape = eqx.filter_eval_shape(solver.init, term, t, s, y, args)
     state = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shape)
-    return grid.solver.step(term, t, s, y, args, state, True)[0]
+    out = solver.step(term, t, s, y, args, state, True)
+    return out[0], out[1]
+
+
+def forward_step(
+    solver: Any, lam: float, diff: Any, static: Any, t: Any, s: Any, y: Any, z: Any
+) -> tuple[Any, Any, Any]:
+    """One reversible step from `t` to `s`: `(y_{n+1}, z_{n+1}, error)`, the error the sum of
+    the embedded estimates of its two base steps (`None` without them)."""
+    fwd, e_fwd = flow(solver, diff, static, t, s, z)
+    y1 = jax.tree.map(lambda u, v, w: lam * (u - v) + w, y, z, fwd)
+    back, e_back = flow(solver, diff, static, s, t, y1)
+    z1 = jax.tree.map(lambda a, b, c: a + b - c, y1, z, back)
+    error = None if e_fwd is None else jax.tree.map(jnp.add, e_fwd, e_back)
+    return y1, z1, error
+
+
+def back_step(
+    solver: Any, lam: float, diff: Any, static: Any, t: Any, s: Any, carry: Any
+) -> tuple[Any, Any]:
+    """One step of the backward pass from `t_{n+1} = s` to `t_n = t`: from `(y_{n+1},
+    z_{n+1})` and their cotangents, `(y_n, z_n)` reconstructed and the cotangents pulled
+    back, with the parameters' cotangent accumulated. Each base step is evaluated once, under
+    `jax.vjp`, whose primal output is the reconstruction itself. Returns the new carry and
+    `y_n` (whose save-time cotangent the caller adds to its cotangent)."""
+    y1, z1, a_y, a_z, a_diff = carry
+
+    def flow_vjp(t: Any, s: Any, y: Any) -> tuple[Any, Callable[..., Any]]:
+        return jax.vjp(lambda d, u: flow(solver, d, static, t, s, u)[0], diff, y)
+
+    back, back_vjp = flow_vjp(s, t, y1)
+    z0 = jax.tree.map(lambda a, b, c: a - b + c, z1, y1, back)
+    d_back, y_back = back_vjp(a_z)
+    a = jax.tree.map(lambda u, v, w: u + v - w, a_y, a_z, y_back)
+    fwd, fwd_vjp = flow_vjp(t, s, z0)
+    y0 = jax.tree.map(lambda u, v, w: (u - v) / lam + w, y1, fwd, z0)
+    d_fwd, z_fwd = fwd_vjp(a)
+    a_y0 = jax.tree.map(lambda u: lam * u, a)
+    a_z0 = jax.tree.map(lambda u, v, w: u - lam * v + w, a_z, a, z_fwd)
+    a_diff = jax.tree.map(lambda g, u, v: g + u - v, a_diff, d_fwd, d_back)
+    return (y0, z0, a_y0, a_z0, a_diff), y0
 
 
 def _times(grid: _Grid, k: Any, like: Any) -> tuple[Array, Array]:
@@ -73,9 +114,7 @@ def _forward(grid: _Grid, diff: Any, static: Any, y0: Any, buffer: Any) -> Any:
     def step(carry: Any, k: Array) -> Any:
         y, z, buf = carry
         t, s = _times(grid, k, y)
-        y1 = _axpy(lam, jax.tree.map(jnp.subtract, y, z), _flow(grid, diff, static, t, s, z))
-        back = _flow(grid, diff, static, s, t, y1)
-        z1 = jax.tree.map(lambda a, b, c: a + b - c, y1, z, back)
+        y1, z1, _ = forward_step(grid.solver, lam, diff, static, t, s, y, z)
         return (y1, z1, write_saves(buf, grid.index, k + 1, y1)), None
 
     buffer = write_saves(buffer, grid.index, 0, y0)
@@ -116,25 +155,12 @@ def _solve_bwd(
     a_y = _axpy(1.0, read_saves(a_saved, grid.index, grid.n, y_end), a_end)
     a_z = jax.tree.map(jnp.zeros_like, y_end)
     a_diff = jax.tree.map(jnp.zeros_like, diff)
-    lam = grid.coupling
-
-    def flow_vjp(t: Any, s: Any, y: Any) -> tuple[Any, Callable[..., Any]]:
-        return jax.vjp(lambda d, u: _flow(grid, d, static, t, s, u), diff, y)
 
     def step(carry: Any, k: Array) -> Any:
-        y1, z1, a_y, a_z, a_diff = carry
-        t, s = _times(grid, k, y1)
-        back, back_vjp = flow_vjp(s, t, y1)
-        z0 = jax.tree.map(lambda a, b, c: a - b + c, z1, y1, back)
-        d_back, y_back = back_vjp(a_z)
-        a = jax.tree.map(lambda u, v, w: u + v - w, a_y, a_z, y_back)
-        fwd, fwd_vjp = flow_vjp(t, s, z0)
-        y0 = jax.tree.map(lambda u, v, w: (u - v) / lam + w, y1, fwd, z0)
-        d_fwd, z_fwd = fwd_vjp(a)
-        a_y0 = _axpy(lam, a, read_saves(a_saved, grid.index, k, y0))
-        a_z0 = jax.tree.map(lambda u, v, w: u - lam * v + w, a_z, a, z_fwd)
-        a_diff = jax.tree.map(lambda g, u, v: g + u - v, a_diff, d_fwd, d_back)
-        return (y0, z0, a_y0, a_z0, a_diff), None
+        t, s = _times(grid, k, carry[0])
+        carry, y0 = back_step(grid.solver, grid.coupling, diff, static, t, s, carry)
+        a_y0 = _axpy(1.0, read_saves(a_saved, grid.index, k, y0), carry[2])
+        return (*carry[:2], a_y0, *carry[3:]), None
 
     init = (y_end, z_end, a_y, a_z, a_diff)
     (_, _, a_y, a_z, a_diff), _ = _scan(step, init, grid.n, reverse=True)
@@ -166,4 +192,4 @@ def reversible_rk(
     return _solve((diff, y0), grid, static, buffer)
 
 
-__all__ = ["reversible_rk"]
+__all__ = ["back_step", "flow", "forward_step", "reversible_rk"]

@@ -19,6 +19,7 @@ from jaxtyping import Array, PyTree
 
 from ._config import configuration, levy_area
 from ._reversible import Reversible, check_reversible, grid_size, save_indices
+from ._reversible_adaptive import reversible_adaptive
 from ._reversible_heun import reversible_heun
 from ._reversible_rk import reversible_rk
 from ._scan_solve import given_increments, noise_shape, scan_integrate, scannable
@@ -299,6 +300,14 @@ def _adjoint(problem: Problem) -> diffrax.AbstractAdjoint:
 
 def _raise_on_failure(problem: Problem, solution: diffrax.Solution) -> diffrax.Solution:
     """Turn an unsuccessful solve into an error that says what to try."""
+    result = solution.result
+    failed = result != diffrax.RESULTS.successful
+    ys = eqx.branched_error_if(solution.ys, failed, result._value, _failure_messages(problem))
+    return eqx.tree_at(lambda s: s.ys, solution, ys, is_leaf=lambda x: x is None)
+
+
+def _failure_messages(problem: Problem) -> list[str]:
+    """One error message per `diffrax.RESULTS` code, each saying what to try."""
     owner = problem.owner
     messages = [
         f"{owner}: the solve failed: {message} Check the field for NaN/inf, or try a "
@@ -312,10 +321,7 @@ def _raise_on_failure(problem: Problem, solution: diffrax.Solution) -> diffrax.S
         "implicit solver such as `diffrax.Kvaerno5()` if the dynamics are stiff; or "
         "regularizing the field so it stays smooth."
     )
-    result = solution.result
-    failed = result != diffrax.RESULTS.successful
-    ys = eqx.branched_error_if(solution.ys, failed, result._value, messages)
-    return eqx.tree_at(lambda s: s.ys, solution, ys, is_leaf=lambda x: x is None)
+    return messages
 
 
 def integrate(problem: Problem, y0: PyTree[Any], ts: Any, args: Any) -> ModelSolution:
@@ -381,6 +387,8 @@ def _reversible_integrate(
     assert isinstance(adjoint, Reversible)
     sde = problem.diffusion is not None
     check_reversible(owner, solver, problem.stepsize_controller, sde)
+    if not isinstance(problem.stepsize_controller, diffrax.ConstantStepSize):
+        return _reversible_adaptive(problem, y0, ts, args, extras)
     n = grid_size(owner, problem.t0, problem.t1, problem.dt0, problem.max_steps)
     t0, dt = float(problem.t0), float(problem.dt0)  # type: ignore[arg-type]
     index = save_indices(owner, ts, t0, dt)
@@ -407,6 +415,44 @@ def _reversible_integrate(
         "num_rejected_steps": jnp.zeros((), jnp.int32),
     }
     return ModelSolution(y_end if ts is None else ys, ts, stats, final, diffrax.RESULTS.successful)
+
+
+def _reversible_adaptive(
+    problem: Problem, y0: PyTree[Array], ts: Any, args: Any, extras: dict[str, Array]
+) -> ModelSolution:
+    """The reversible solve with a `diffrax.PIDController`: accepted steps recorded forward,
+    replayed backward (`neurde/_reversible_adaptive.py`)."""
+    solver, adjoint, controller = problem.solver, problem.adjoint, problem.stepsize_controller
+    assert isinstance(adjoint, Reversible)
+    init: Any = _AugState(y0, dict(extras)) if extras else y0
+    field = _WithExtras(problem.augmented) if extras else problem.drift  # type: ignore[arg-type]
+    if extras:
+        controller = _state_only(controller)
+    settings = (problem.t0, problem.t1, problem.dt0, problem.max_steps)
+    y_end, ys, (accepted, attempts, result) = reversible_adaptive(
+        solver, controller, adjoint.coupling, field, *settings, init, args, ts
+    )
+    final: dict[str, Array] = dict(problem.extras)
+    if extras:
+        final = {**final, **y_end.extras}
+        y_end, ys = y_end.y, None if ys is None else ys.y
+    out = y_end if ts is None else ys
+    if problem.throw:
+        failed = result != diffrax.RESULTS.successful
+        out = eqx.branched_error_if(out, failed, result._value, _failure_messages(problem))
+    per_step = evaluations_per_step(solver)
+    assert per_step is not None
+    # Each attempt, accepted or rejected, takes two base steps with all their stages; the
+    # initial step-size selection (`dt0=None`) evaluates the field twice.
+    nfe = 2 * attempts * (per_step + evaluations_at_start(solver))
+    nfe = nfe + (2 if problem.dt0 is None else 0)
+    stats = {
+        "nfe": nfe.astype(jnp.int32),
+        "num_steps": attempts,
+        "num_accepted_steps": accepted,
+        "num_rejected_steps": attempts - accepted,
+    }
+    return ModelSolution(out, ts, stats, final, result)
 
 
 def _reversible_heun(

@@ -48,7 +48,8 @@ class NeuralODE(AbstractContinuousModel):
       `neurde.Reversible(coupling)`): exact gradients in constant memory from McCallum and
       Foster's reversible version of an explicit Runge–Kutta solver, with constant steps
       (`stepsize_controller=diffrax.ConstantStepSize()`, `dt0` dividing the interval, `ts` on
-      the step grid); see `neurde.Reversible` for its cost and stability. Switch on a built
+      the step grid) or adaptive ones (`diffrax.PIDController`, accepted steps recorded and
+      replayed); see `neurde.Reversible` for its cost and stability. Switch on a built
       model with `eqx.tree_at(lambda m: m.adjoint, model, diffrax.BacksolveAdjoint())`.
     - `t0`, `t1`: the time interval. `t1=None` means "the last save time" and then every call
       must pass `ts`.

@@ -19,7 +19,7 @@ import pytest
 from conftest import central_differences
 
 import neurde
-from neurde import _reversible_rk
+from neurde import _reversible_adaptive, _reversible_rk
 
 CONSTANT = diffrax.ConstantStepSize()
 SOLVERS = [
@@ -287,8 +287,6 @@ def test_errors():
             t1=1.0,
             adjoint="reversible",
         )
-    with pytest.raises(ValueError, match="runs with constant steps"):
-        neurde.NeuralODE(field, t1=1.0, adjoint="reversible")
     model = neurde.NeuralODE(
         field, solver=neurde.RK4(), dt0=0.3, t1=1.0, adjoint=neurde.Reversible()
     )
@@ -324,3 +322,215 @@ def test_errors():
             jnp.ones(2),
             adjoint=neurde.Reversible(),
         )
+
+
+# Adaptive steps. Tolerances: the custom backward pass replays the recorded steps, so it
+# agrees with autodiff through the same steps to rounding (1e-10 asserted); the reversible
+# adaptive gradient matches backprop through plain adaptive Tsit5 to the solve's tolerance.
+
+
+class _Wiggly(eqx.Module):
+    """A faster, time-dependent field, so that the controller rejects and adapts."""
+
+    field: Any
+
+    def __call__(self, t, y, args):
+        return 3 * self.field(t, y, args) + jnp.sin(6 * t)
+
+
+def _recorded_reference(solver, pid, y0, ts, dt0):
+    """The adaptive solve's accepted times, and a loss of the same reversible scheme written
+    as plain autodiff through those (constant) times, with saves at `ts`."""
+    field = _Wiggly(_field())
+    conv = eqx.filter_closure_convert(field, jnp.asarray(0.0), y0, None)
+    diff, static = eqx.partition((conv, None), eqx.is_inexact_array)
+    steps = _reversible_adaptive._Steps(
+        solver, pid, 0.999, dt0, 64, jnp.asarray(0.0), jnp.asarray(1.0), ts
+    )
+    buf = jnp.zeros((ts.shape[0], 3))
+    out = eqx.filter_jit(_reversible_adaptive._forward)(steps, diff, static, y0, buf)
+    times, count = np.asarray(out[2]), int(out[3])
+    times = times[: count + 1]
+
+    rows = jnp.asarray([int(np.flatnonzero(times == t)[0]) for t in np.asarray(ts)])
+
+    @eqx.filter_jit
+    def reference(field_y0):
+        field, y = field_y0
+        conv = eqx.filter_closure_convert(_Wiggly(field), jnp.asarray(0.0), y, None)
+        diff, static = eqx.partition((conv, None), eqx.is_inexact_array)
+
+        def step(carry, ts):
+            y, z, _ = _reversible_rk.forward_step(solver, 0.999, diff, static, *ts, *carry)
+            return (y, z), y
+
+        _, ys = jax.lax.scan(step, (y, y), (jnp.asarray(times[:-1]), jnp.asarray(times[1:])))
+        return jnp.concatenate([y[None], ys])[rows]
+
+    return out, reference
+
+
+def _adaptive_loss(ys):
+    return jnp.sum(ys**2 * jnp.arange(1.0, ys.shape[0] + 1)[:, None])
+
+
+@pytest.mark.parametrize(
+    "solver, rtol",
+    [(diffrax.Tsit5(), 1e-7), pytest.param(diffrax.Heun(), 1e-2, marks=pytest.mark.slow)],
+    ids=["Tsit5", "Heun"],
+)
+def test_adaptive_gradient_equals_autodiff_through_the_recorded_steps(solver, rtol):
+    with jax.enable_x64(True):
+        y0, ts = jnp.array([0.3, -0.2, 0.5]), jnp.array([0.3, 0.5, 1.0])
+        # dt0 = 0.5 is too large for these tolerances: the first attempts are rejected.
+        pid = diffrax.PIDController(rtol=rtol, atol=1e-2 * rtol)
+        out, reference = _recorded_reference(solver, pid, y0, ts, 0.5)
+        attempts, count = int(out[4]), int(out[3])
+        assert attempts > count >= 4  # rejections happened, several steps accepted
+        np.testing.assert_allclose(out[6], reference((_field(), y0)), rtol=1e-12)
+
+        def loss(field_y0):
+            field, y = field_y0
+            model = neurde.NeuralODE(
+                _Wiggly(field),
+                solver=solver,
+                stepsize_controller=pid,
+                dt0=0.5,
+                t1=1.0,
+                adjoint="reversible",
+                max_steps=64,
+            )
+            return _adaptive_loss(model(y, ts))
+
+        custom = eqx.filter_jit(eqx.filter_grad(loss))((_field(), y0))
+        expected = eqx.filter_grad(lambda p: _adaptive_loss(reference(p)))((_field(), y0))
+        assert _rel(custom, expected) < 1e-10
+        # And the recorded-step map against central differences (in y0).
+        fd = central_differences(lambda y: _adaptive_loss(reference((_field(), y))), y0)
+        np.testing.assert_allclose(custom[1], fd, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.expensive
+def test_adaptive_gradient_matches_backprop():
+    with jax.enable_x64(True):
+        y0 = jnp.array([0.3, -0.2, 0.5])
+        pid = diffrax.PIDController(rtol=1e-8, atol=1e-10)
+
+        def loss(m, y):
+            return jnp.sum(m(y) ** 2)
+
+        grads = {}
+        for adjoint in ("reversible", "backprop"):
+            model = neurde.NeuralODE(
+                _field(),
+                solver=diffrax.Tsit5(),
+                stepsize_controller=pid,
+                t1=1.0,
+                adjoint=adjoint,
+            )
+            grads[adjoint] = eqx.filter_jit(eqx.filter_grad(loss))(model, y0)
+        # Two discretizations of the same ODE at rtol 1e-8: the gradients agree to ~1e-8.
+        assert _rel(grads["reversible"], grads["backprop"]) < 1e-6
+
+
+def test_adaptive_steps_follow_the_dynamics():
+    with jax.enable_x64(True):
+        # A fast rotation needs more steps than a slow one at the same tolerance, and both
+        # stay on the exact solution (y1, y2) = (cos wt, -sin wt).
+        counts = {}
+        for omega in (1.0, 20.0):
+            rotation = omega * jnp.array([[0.0, 1.0], [-1.0, 0.0]])
+            model = neurde.NeuralODE(
+                lambda t, y, args, r=rotation: r @ y,
+                solver=diffrax.Tsit5(),
+                stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-8),
+                t1=2.0,
+                adjoint="reversible",
+            )
+            sol = model.solve(jnp.array([1.0, 0.0]))
+            exact = jnp.array([jnp.cos(2 * omega), -jnp.sin(2 * omega)])
+            np.testing.assert_allclose(sol.ys, exact, atol=1e-4)
+            counts[omega] = int(sol.stats["num_accepted_steps"])
+        assert counts[20.0] > 5 * counts[1.0], counts
+
+
+def test_adaptive_stats_count_every_evaluation():
+    calls = []
+
+    def field(t, y, args):
+        jax.debug.callback(lambda: calls.append(1))
+        return -2 * y + jnp.sin(10 * t)
+
+    for dt0 in (None, 0.5):
+        calls.clear()
+        model = neurde.NeuralODE(
+            field,
+            solver=diffrax.Tsit5(),
+            stepsize_controller=diffrax.PIDController(rtol=1e-6, atol=1e-8),
+            dt0=dt0,
+            t1=1.0,
+            adjoint="reversible",
+        )
+        sol = model.solve(jnp.array([1.0, 2.0]))
+        jax.effects_barrier()
+        assert int(sol.stats["nfe"]) == len(calls)
+        steps, rejected = int(sol.stats["num_steps"]), int(sol.stats["num_rejected_steps"])
+        assert int(sol.stats["nfe"]) == 2 * 7 * steps + (2 if dt0 is None else 0)
+        if dt0 == 0.5:
+            assert rejected > 0
+
+
+def test_adaptive_errors():
+    field = neurde.LinearField(jnp.eye(2))
+    pid = diffrax.PIDController(rtol=1e-3, atol=1e-6)
+    with pytest.raises(ValueError, match="RK4 has no error estimate"):
+        neurde.NeuralODE(
+            field, solver=neurde.RK4(), stepsize_controller=pid, t1=1.0, adjoint="reversible"
+        )
+    clipped = diffrax.ClipStepSizeController(pid, step_ts=jnp.array([0.5]))
+    with pytest.raises(ValueError, match=r"from a `diffrax\.PIDController`"):
+        neurde.NeuralODE(field, stepsize_controller=clipped, t1=1.0, adjoint="reversible")
+    with pytest.raises(ValueError, match="ReversibleHeun` runs with constant steps"):
+        neurde.NeuralODE(
+            field,
+            solver=diffrax.ReversibleHeun(),
+            stepsize_controller=pid,
+            t1=1.0,
+            adjoint="reversible",
+        )
+    model = neurde.NeuralODE(
+        field, stepsize_controller=pid, t1=1.0, dt0=1e-4, max_steps=3, adjoint="reversible"
+    )
+    with pytest.raises(Exception, match="reached `max_steps=3`"):
+        model(jnp.ones(2))
+    settings: dict[str, Any] = dict(stepsize_controller=pid, t1=1.0, dt0=1e-4, max_steps=3)
+    model = neurde.NeuralODE(field, **settings, adjoint="reversible", throw=False)
+    failed = model.solve(jnp.ones(2))
+    assert failed.result == diffrax.RESULTS.max_steps_reached
+
+
+def test_adaptive_under_vmap_is_the_sum_of_per_example_gradients():
+    with jax.enable_x64(True):
+        # Examples of different sizes take different numbers of steps inside one vmap.
+        ys = jnp.array([[0.3, -0.2, 0.5], [2.0, 1.5, -2.5]])
+        model = neurde.NeuralODE(
+            _Wiggly(_field()),
+            stepsize_controller=diffrax.PIDController(rtol=1e-5, atol=1e-7),
+            t1=1.0,
+            adjoint="reversible",
+        )
+
+        def loss(m, y):
+            sol = m.solve(y)
+            return jnp.sum(sol.ys**2), sol.stats["num_accepted_steps"]
+
+        def batch_loss(m):
+            losses, counts = jax.vmap(lambda y: loss(m, y))(ys)
+            return jnp.sum(losses), counts
+
+        grad = eqx.filter_grad(batch_loss, has_aux=True)
+        vmapped, counts = eqx.filter_jit(grad)(model)
+        assert int(counts[0]) != int(counts[1])
+        single = eqx.filter_jit(eqx.filter_grad(lambda m, y: loss(m, y)[0]))
+        total = jax.tree.map(jnp.add, single(model, ys[0]), single(model, ys[1]))
+        assert _rel(vmapped, total) < 1e-12
