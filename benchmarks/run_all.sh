@@ -12,7 +12,7 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
 failed=()
-for name in ode_step ensemble compile_time discrete_compile revnet_memory diffusion_samplers sampler_throughput sde_step reversible; do
+for name in ode_step ensemble compile_time discrete_compile revnet_memory diffusion_samplers sampler_throughput sde_step reversible batch_mode; do
     echo "== benchmarks/$name.py $*"
     # A failing benchmark is reported at the end instead of hiding the ones after it.
     if ! "$python" "benchmarks/$name.py" "$@" 2>&1 | tee -a "$log"; then

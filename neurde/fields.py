@@ -6,6 +6,8 @@ same field can be dropped into a ResNet, a neural ODE or an SDE.
 """
 
 import abc
+import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -173,6 +175,16 @@ class FunctionField(AbstractField):
     `eqx.nn.MLP` or any `y -> dy` module becomes a field directly. If `fn` is an Equinox module
     its parameters are part of the field and are trained with it.
 
+    Only arrays that are leaves of `fn` as a PyTree are trained. A plain Python function
+    hides the arrays it reaches, so they are checked here: a JAX-transformed module
+    (`jax.vmap(mlp)`, `jax.jit(mlp)`) or a bound method of a module (`mlp.__call__`) is a
+    `TypeError` (pass the module, or transform it with `eqx.filter_vmap`/`eqx.filter_jit`,
+    which keep its parameters visible); a closure, a `functools.partial` or a function
+    reading a global that holds floating arrays gets a `UserWarning` (constants are fine;
+    parameters go in a module, e.g. `eqx.Partial(fn, mlp)`). A field for a batch of states
+    (`eqx.filter_vmap(mlp)`) is rarely needed: keep the field for one example and solve the
+    batch as one state with `neurde.batched(model)`.
+
     **Arguments:**
 
     - `fn`: the callable.
@@ -188,6 +200,7 @@ class FunctionField(AbstractField):
                 f"FunctionField: `fn` must be callable as fn(t, y, args) (or fn(y) with "
                 f"autonomous=True), got an object of type {type(fn).__name__}."
             )
+        _check_visible(fn)
         self.fn = fn
         self.autonomous = autonomous
 
@@ -195,6 +208,90 @@ class FunctionField(AbstractField):
         if self.autonomous:
             return self.fn(y)
         return self.fn(t, y, args)
+
+
+def _has_parameters(x: Any) -> bool:
+    """Whether `x`, as a PyTree, holds floating arrays (parameters, or constants)."""
+    try:
+        leaves = jax.tree.leaves(x)
+    except Exception:  # an object JAX cannot flatten holds nothing we can see
+        return False
+    return any(eqx.is_inexact_array(leaf) for leaf in leaves)
+
+
+def _hidden(fn: Any, depth: int = 0) -> tuple[str, str] | None:
+    """What floating arrays the plain callable `fn` reaches without holding them as leaves:
+    `("transformed", what)` for a wrapped or bound module, `("closure", what)` for closed-over,
+    bound or global values; `None` when there are none (or `fn` is a PyTree, e.g. a module)."""
+    if isinstance(fn, eqx.Module) or depth > 2:
+        return None
+    name = type(fn).__name__
+    wrapped = getattr(fn, "__wrapped__", None)
+    owner = getattr(fn, "__self__", None)
+    for inner, how in ((wrapped, "a JAX-transformed"), (owner, "a bound method of a")):
+        if isinstance(inner, eqx.Module) and _has_parameters(inner):
+            return "transformed", f"{how} {type(inner).__name__} (a plain {name})"
+    if wrapped is not None:
+        found = _hidden(wrapped, depth + 1)
+        if found is not None:
+            return found
+    if isinstance(fn, functools.partial):
+        values = [fn.func, *fn.args, *fn.keywords.values()]
+        what = "a functools.partial whose bound arguments"
+    else:
+        code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None) or ()
+        values = [c.cell_contents for c in cells if _filled(c)]
+        names = getattr(code, "co_names", ())
+        scope = getattr(fn, "__globals__", {})
+        values += [scope[n] for n in names if n in scope]
+        what = f"the function {getattr(fn, '__qualname__', name)}, whose closure or globals"
+    for value in values:
+        if callable(value) and not isinstance(value, eqx.Module):
+            found = _hidden(value, depth + 1)
+            if found is not None:
+                return found
+        elif _has_parameters(value):
+            return (
+                "closure",
+                f"{what} hold floating arrays (e.g. one of type {type(value).__name__})",
+            )
+    return None
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        _ = cell.cell_contents
+    except ValueError:  # a cell not yet assigned
+        return False
+    return True
+
+
+def _check_visible(fn: Any) -> None:
+    """Refuse a callable that hides a module's parameters from training; warn about closures
+    over floating arrays (see `FunctionField`)."""
+    found = _hidden(fn)
+    if found is None:
+        return
+    kind, what = found
+    batch = (
+        " To solve a batch as one state, keep the field for one example and use "
+        "`neurde.batched(model)`."
+    )
+    if kind == "transformed":
+        raise TypeError(
+            f"FunctionField: `fn` is {what}, which hides the module's parameters from "
+            "`jax.grad`, so training (e.g. `neurde.fit`) would never update them. Pass the "
+            "module itself (`FunctionField(mlp, autonomous=True)` for a `y -> dy` module), or "
+            "transform it with Equinox, `eqx.filter_vmap(mlp)` / `eqx.filter_jit(mlp)`, which "
+            f"keep its parameters visible.{batch}"
+        )
+    warnings.warn(
+        f"FunctionField: `fn` is {what}. They are constants of the field: training does not "
+        "see them. If they are parameters, pass a module that holds them instead (the module "
+        f"itself, or `eqx.Partial(fn, module)`).{batch}",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def as_field(field: Any) -> AbstractField:

@@ -124,6 +124,10 @@ def solver_stats(
 
     NFE is per example: under `jax.vmap`, Diffrax steps the whole batch while any example
     is still integrating, and restarts every example's first stage when any one needs it.
+    In batch mode (`neurde.batched(model)`) the batch is one solve, and the counts are that
+    solve's, shared by the batch: one step-size sequence, each evaluation of the batched
+    field evaluating every example once (so the evaluations of one example's field are
+    `nfe`, and of the batch `B * nfe`).
     The backward pass of a gradient is not counted: backprop through the solver
     re-evaluates checkpointed steps, and `diffrax.BacksolveAdjoint` solves a second ODE
     backwards with its own (vector-Jacobian) evaluations; `nfe` is the forward solve's cost,
