@@ -80,6 +80,19 @@ def _enable_compilation_cache() -> pathlib.Path:
     return path
 
 
+def _host_devices(devices: int | None) -> None:
+    """`--devices N` on a CPU: N host devices, set before JAX's backend starts. (GPUs and
+    TPUs are real devices; this setting only concerns the CPU backend.)"""
+    if devices is None or devices <= 1:
+        return
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", devices)
+    except RuntimeError:  # the backend already started (e.g. `main` called in a program)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `neurde` command. Returns the exit status."""
     if argv is None:
@@ -94,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is None:
         args.out = pathlib.Path("runs") / args.name
+    _host_devices(getattr(args, "devices", None))
     if not args.no_cache:
         cache = _enable_compilation_cache()
         print(f"neurde: compilation cache at {cache}", file=sys.stderr)

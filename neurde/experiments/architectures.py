@@ -25,6 +25,7 @@ from ..discrete import VECTOR_ARCHITECTURES, Classifier
 from ..fields import MLPField
 from ..ode import NeuralODE
 from ..train import ensemble_member, fit, make_ensemble
+from ..train.sharding import data_parallel
 from .report import Report, config_from_args, markdown_table, pyplot
 
 NAME = "architectures"
@@ -71,6 +72,7 @@ class ArchitecturesConfig:
     conv_all_depths: bool = True
     conv_steps: int | None = None
     seed: int = 0
+    devices: int = 1
 
     @classmethod
     def full(cls, **overrides: Any) -> "ArchitecturesConfig":
@@ -162,6 +164,7 @@ def train_one(
         ensemble=True,
         key=jr.fold_in(key, 1),
         progress=False,
+        mesh=data_parallel("architectures", config.devices),
     )
     seconds = time.perf_counter() - start
     members = [ensemble_member(ensemble, i) for i in range(config.seeds)]
@@ -246,6 +249,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--architectures", nargs="+", choices=list(VECTOR + CONV), help="subset to train"
     )
     parser.add_argument("--depths", nargs="+", type=int, help="depths (quick: 4; full: 2 4 8)")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        help="train each ensemble data parallel, each batch split over N devices (GPUs; on a "
+        "CPU, N host devices); the batch size (64) must be divisible by N",
+    )
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -253,7 +262,7 @@ def run(args: argparse.Namespace) -> Report:
     config = config_from_args(
         ArchitecturesConfig,
         args,
-        ("steps", "seeds"),
+        ("steps", "seeds", "devices"),
         ("datasets", "architectures", "depths"),
         lambda o: {"reference_depth": o["depths"][-1]} if "depths" in o else {},
     )

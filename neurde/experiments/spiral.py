@@ -25,6 +25,7 @@ from ..fields import MLPField
 from ..ode import NeuralODE
 from ..solvers import RK4
 from ..train import fit
+from ..train.sharding import data_parallel
 from .report import Report, config_from_args, markdown_table, pyplot
 
 NAME = "spiral"
@@ -60,6 +61,7 @@ class SpiralConfig:
     dt0: float = 0.05
     adjoint: str = "backprop"
     seed: int = 0
+    devices: int = 1
 
     @classmethod
     def full(cls, **overrides: Any) -> "SpiralConfig":
@@ -129,6 +131,7 @@ def train(config: SpiralConfig, *, progress: bool = True) -> SpiralResult:
     )
     train_set, test_set = traj.split(0.8)
     model = build_model(config, key=model_key)
+    mesh = data_parallel("spiral", config.devices)
     optim = optax.adam(optax.cosine_decay_schedule(config.learning_rate, config.steps))
     phases = [
         (max(2, config.times // 4), max(1, int(config.steps * config.curriculum))),
@@ -149,6 +152,7 @@ def train(config: SpiralConfig, *, progress: bool = True) -> SpiralResult:
             opt_state=opt_state,
             key=jr.fold_in(fit_key, phase),
             progress=progress,
+            mesh=mesh,
         )
         losses += [float(x) for x in history.loss]
         nfes += [float(x) for x in history.metrics["nfe"]]
@@ -205,11 +209,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--solver", choices=sorted(SOLVERS), help="ODE solver (tsit5)")
     parser.add_argument("--adjoint", choices=["backprop", "direct", "adjoint"], help="gradients")
     parser.add_argument("--lr", type=float, dest="learning_rate", help="peak learning rate")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        help="train data parallel, each batch split over N devices (GPUs; on a CPU, N host "
+        "devices); the batch size (32) must be divisible by N",
+    )
 
 
 def run(args: argparse.Namespace) -> Report:
     """Train, evaluate, and write the report."""
     names = ("steps", "trajectories", "width", "depth", "solver", "adjoint", "learning_rate")
+    names += ("devices",)
     config = config_from_args(SpiralConfig, args, names)
     result = train(config, progress=not args.no_progress)
     report = Report("Neural ODE on noisy spirals", args.out)

@@ -1,4 +1,5 @@
-"""Training: compiled steps, the `fit` loop, checkpoints and vmapped ensembles."""
+"""Training: compiled steps, the `fit` loop, checkpoints, vmapped ensembles and their
+sharding over a device mesh."""
 
 from .checkpoint import load as load, load_header as load_header, save as save
 from .ensemble import (
@@ -17,4 +18,5 @@ from .fit import (
     TrainingError as TrainingError,
     fit as fit,
 )
+from .sharding import Sharding as Sharding
 from .step import init_optimizer as init_optimizer, make_step as make_step

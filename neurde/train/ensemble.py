@@ -15,10 +15,13 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
+from jax.sharding import Mesh
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ..data._checks import prng_key
 from . import _checks
+from ._sharded_step import sharded_step
+from .sharding import Sharding, as_sharding
 from .step import LossFn, Step, init_optimizer, step_once, step_once_checked
 
 
@@ -82,7 +85,11 @@ def ensemble_init_optimizer(optim: optax.GradientTransformation, ensemble: Any) 
 
 
 def make_ensemble_step(
-    loss_fn: LossFn, optim: optax.GradientTransformation, *, batch_axis: int | None = None
+    loss_fn: LossFn,
+    optim: optax.GradientTransformation,
+    *,
+    batch_axis: int | None = None,
+    mesh: Sharding | Mesh | None = None,
 ) -> Step:
     """A jitted step training every member of an ensemble at once.
 
@@ -91,6 +98,11 @@ def make_ensemble_step(
     - `loss_fn`, `optim`: as for `make_step`.
     - `batch_axis`: `None` (default) gives every member the same batch; `0` gives member `i`
       the batch `batch[i]` (a leading member axis).
+    - `mesh`: train on a device mesh: a `neurde.Sharding` whose `members` axis splits the
+      members (each device trains its own, with their optimizer states) and whose `data`
+      axis splits each batch's examples (axis 0 of a shared batch, axis 1 of per-member
+      batches); a 1-D `jax.sharding.Mesh` splits the members. The result equals the
+      unsharded step up to floating-point rounding. `None` (default): one device.
 
     **Returns:**
 
@@ -106,22 +118,31 @@ def make_ensemble_step(
             f"integer axis of per-member batches, got {batch_axis!r}."
         )
 
+    sharding = as_sharding("make_ensemble_step", mesh, ensemble=True)
+
     def member_step(model, opt_state, batch, key):
         return step_once(loss_fn, optim, model, opt_state, batch, key)
 
-    return _vmapped_step(member_step, batch_axis)
+    return _vmapped_step(member_step, batch_axis, sharding)
 
 
-def make_checked_ensemble_step(loss_fn: LossFn, optim: optax.GradientTransformation) -> Any:
+def make_checked_ensemble_step(
+    loss_fn: LossFn, optim: optax.GradientTransformation, sharding: Sharding | None = None
+) -> Any:
     """`make_ensemble_step`, also returning per member which gradient leaves are finite."""
 
     def member_step(model, opt_state, batch, key):
         return step_once_checked(loss_fn, optim, model, opt_state, batch, key)
 
-    return _vmapped_step(member_step, None)
+    return _vmapped_step(member_step, None, sharding, owner="fit")
 
 
-def _vmapped_step(member_step: Callable, batch_axis: int | None) -> Any:
+def _vmapped_step(
+    member_step: Callable,
+    batch_axis: int | None,
+    sharding: Sharding | None,
+    owner: str = "make_ensemble_step: step",
+) -> Any:
     # `eqx.if_array(0)`: map the arrays only; functions and flags in the model are shared.
     member_axes = eqx.if_array(0)
     batch_axes = None if batch_axis is None else eqx.if_array(batch_axis)
@@ -142,6 +163,8 @@ def _vmapped_step(member_step: Callable, batch_axis: int | None) -> Any:
         keys = jr.split(key, n)
         return vstep(ensemble, opt_states, batch, keys)
 
+    if sharding is not None:
+        return sharded_step(step, sharding, ensemble=True, batch_axis=batch_axis, owner=owner)
     return eqx.filter_jit(step)
 
 

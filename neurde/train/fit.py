@@ -14,14 +14,18 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import optax
+from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray
 
 from ..data._checks import prng_key
 from . import _checks, resume as _resume
+from ._processes import barrier, gathered, is_writer, to_host
+from ._sharded_step import sharded_step
 from .batches import batch_stream, is_iterator
 from .ensemble import ensemble_init_optimizer, make_checked_ensemble_step, stacked_size
 from .forensics import NonFiniteGradientError, NonFiniteLossError, TrainingError, check_step
 from .history import History, jsonable
+from .sharding import Sharding, as_sharding, check_batch, check_members
 from .step import LossFn, gradient_paths, init_optimizer, step_once_checked
 
 
@@ -34,20 +38,27 @@ class FitResult(NamedTuple):
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_step(loss_fn: LossFn, optim: optax.GradientTransformation, ensemble: bool) -> Any:
+def _cached_step(
+    loss_fn: LossFn, optim: optax.GradientTransformation, ensemble: bool, mesh: Sharding | None
+) -> Any:
     # One compiled step per (loss, optimizer): resuming `fit` (curriculum phases, more steps)
     # with the same loss and optimizer reuses the compilation instead of recompiling.
     if ensemble:
-        return make_checked_ensemble_step(loss_fn, optim)
-    return eqx.filter_jit(functools.partial(step_once_checked, loss_fn, optim))
+        return make_checked_ensemble_step(loss_fn, optim, mesh)
+    step = functools.partial(step_once_checked, loss_fn, optim)
+    if mesh is not None:
+        return sharded_step(step, mesh, ensemble=False, batch_axis=None)
+    return eqx.filter_jit(step)
 
 
-def _compiled_step(loss_fn: LossFn, optim: optax.GradientTransformation, ensemble: bool) -> Any:
+def _compiled_step(
+    loss_fn: LossFn, optim: optax.GradientTransformation, ensemble: bool, mesh: Sharding | None
+) -> Any:
     try:
         hash((loss_fn, optim))
     except TypeError:  # e.g. a loss module holding arrays: compiled per call instead
-        return _cached_step.__wrapped__(loss_fn, optim, ensemble)
-    return _cached_step(loss_fn, optim, ensemble)
+        return _cached_step.__wrapped__(loss_fn, optim, ensemble, mesh)
+    return _cached_step(loss_fn, optim, ensemble, mesh)
 
 
 def _progress_bar(start: int, steps: int, enabled: bool) -> Any:
@@ -105,6 +116,26 @@ def _check_arguments(fn: str, model: Any, loss_fn: Any, a: dict[str, Any]) -> No
         )
         stacked_size("fit(ensemble=True)", "model", model, fix)
     _checks.has_parameters(fn, model)
+    _check_mesh(fn, model, a)
+
+
+def _check_mesh(fn: str, model: Any, a: dict[str, Any]) -> Sharding | None:
+    sharding = as_sharding(fn, a["mesh"], a["ensemble"])
+    if sharding is None:
+        return None
+    if a["ensemble"]:
+        check_members(fn, sharding, "model", stacked_size(fn, "model", model, ""))
+    if a["batch_size"] is not None:
+        k = sharding.axis_size(sharding.data)
+        if a["batch_size"] % k:
+            raise ValueError(
+                f"{fn}: `batch_size={a['batch_size']}` cannot be split evenly over the "
+                f"{k} devices of the mesh axis {sharding.data!r}. Use a batch size "
+                f"divisible by {k}, e.g. {max(k, a['batch_size'] // k * k)}."
+            )
+    elif not is_iterator(a["data"]):
+        check_batch(fn, sharding, "data", a["data"])
+    return sharding
 
 
 def _initial_opt_state(
@@ -139,6 +170,7 @@ def fit(
     checkpoint_dir: str | pathlib.Path | None = None,
     checkpoint_every: int | None = None,
     resume: bool = True,
+    mesh: Sharding | Mesh | None = None,
 ) -> FitResult:
     """Train `model` to minimize `loss_fn` with Optax; checkpointed and resumable.
 
@@ -190,6 +222,14 @@ def fit(
       not checked.) An iterator `data` is advanced past the batches already used, so pass
       the same sequence from its start. `resume=False` deletes the folder's checkpoints
       and starts over.
+    - `mesh`: train on a device mesh (see `neurde.Sharding`): data parallel (each batch
+      split over the `data` axis, parameters replicated), ensemble parallel (with
+      `ensemble=True`, members split over the `members` axis), or both. The loss is the
+      mean over the whole batch, so the run equals the unsharded one up to floating-point
+      rounding; it is compiled once. With several processes (`jax.distributed`) every
+      process calls `fit` with the same arguments and a mesh of all devices: array `data`
+      is held by every process, which moves only its devices' rows; an iterator yields this
+      process's share of each batch. Only process 0 writes checkpoints and shows progress.
 
     **Returns:**
 
@@ -199,11 +239,14 @@ def fit(
     _check_arguments("fit", model, loss_fn, arguments)
     optim = optax.adam(1e-3) if optim is None else optim
     opt_state = _initial_opt_state(model, optim, opt_state, ensemble)
+    sharding = _check_mesh("fit", model, arguments)
     checkpoint_every = 100 if checkpoint_every is None else checkpoint_every
     run = _Run(model, opt_state, History(), 0, None, None, {})
     if checkpoint_dir is not None:
         run.directory = pathlib.Path(checkpoint_dir)
-        _resume.prepare(run.directory, resume)
+        if is_writer():
+            _resume.prepare(run.directory, resume)
+        barrier("neurde.fit: checkpoint folder ready")
         run.config = _resume.run_config(
             loss_fn=loss_fn,
             data=data,
@@ -215,8 +258,11 @@ def fit(
             run.model, run.opt_state, run.step, run.history, run.checkpoint = restored
     data_key, step_key = jr.split(key)
     batches = batch_stream(data, batch_size, data_key, run.step)
-    step_fn = _compiled_step(loss_fn, optim, ensemble)
+    if sharding is not None and is_iterator(data) and jax.process_count() > 1:
+        batches = _process_shares(batches, sharding, ensemble)
+    step_fn = _compiled_step(loss_fn, optim, ensemble, sharding)
     paths = gradient_paths(model)
+    progress = progress and is_writer()
     bar = _progress_bar(run.step, steps, progress)
     for i in bar:
         _one_step(run, step_fn, batches, jr.fold_in(step_key, i), i, steps, paths)
@@ -227,10 +273,30 @@ def fit(
             _check_eval(value, run.directory is not None)
             run.history.evals.append((i + 1, value))
         if run.directory is not None and ((i + 1) % checkpoint_every == 0 or i + 1 == steps):
-            run.checkpoint = _resume.write(
-                run.directory, i + 1, run.model, run.opt_state, run.history, run.config
-            )
+            run.checkpoint = _write_checkpoint(run, i + 1)
     return FitResult(run.model, run.opt_state, run.history)
+
+
+def _write_checkpoint(run: "_Run", step: int) -> pathlib.Path:
+    # Every process takes part in gathering arrays spread over several of them; only
+    # process 0 writes, and the others wait for the file before going on.
+    assert run.directory is not None
+    model, opt_state = gathered((run.model, run.opt_state))
+    if is_writer():
+        path = _resume.write(run.directory, step, model, opt_state, run.history, run.config)
+    else:
+        path = _resume.path_of(run.directory, step)
+    barrier(f"neurde.fit: checkpoint {step} written")
+    return path
+
+
+def _process_shares(batches: Iterator, sharding: Sharding, ensemble: bool) -> Iterator:
+    """Global batches from each process's share (several processes, iterator data)."""
+    spec = sharding.spec(sharding.data)
+    for local in batches:
+        yield jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(spec, np.asarray(x)), local
+        )
 
 
 class _Run:
@@ -256,7 +322,10 @@ def _one_step(
     start = time.perf_counter()
     try:
         model, opt_state, loss, aux, finite = step_fn(run.model, run.opt_state, batch, key)
-        loss = np.asarray(jax.block_until_ready(loss))
+        # NumPy copies, gathered from every process when spread over several; a
+        # `diffrax.RESULTS` item (`solution.result`) becomes its integer code.
+        aux = {k: getattr(v, "_value", v) for k, v in aux.items()}
+        loss, finite, aux = to_host((jax.block_until_ready(loss), finite, aux))
     except Exception as e:
         where = (
             ""

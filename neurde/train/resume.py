@@ -112,11 +112,16 @@ def write(
         "opt_state": _serialise(opt_state),
         "history": history_bytes,
     }
-    path = directory / f"step-{step:09d}.ckpt"
+    path = path_of(directory, step)
     _write(path, header, segments)
     for _, old in _checkpoints(directory)[:-_KEEP]:
         old.unlink(missing_ok=True)
     return path
+
+
+def path_of(directory: pathlib.Path, step: int) -> pathlib.Path:
+    """The file of the checkpoint after `step` completed steps."""
+    return directory / f"step-{step:09d}.ckpt"
 
 
 def _mismatch(path: pathlib.Path, step: int, lines: list[str]) -> ValueError:
@@ -159,4 +164,4 @@ def restore(
     return None
 
 
-__all__ = ["prepare", "restore", "run_config", "write"]
+__all__ = ["path_of", "prepare", "restore", "run_config", "write"]

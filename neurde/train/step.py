@@ -7,10 +7,13 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ..tolerances import trainable
 from . import _checks
+from ._sharded_step import sharded_step
+from .sharding import Sharding, as_sharding
 
 LossFn: TypeAlias = Callable[[Any, Any, PRNGKeyArray], Any]
 """`loss(model, batch, key)` returning a scalar, or `(scalar, aux)` with `aux` a dict of
@@ -103,7 +106,12 @@ def gradient_paths(model: Any) -> list[str]:
     return [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
 
 
-def make_step(loss_fn: LossFn, optim: optax.GradientTransformation) -> Step:
+def make_step(
+    loss_fn: LossFn,
+    optim: optax.GradientTransformation,
+    *,
+    mesh: Sharding | Mesh | None = None,
+) -> Step:
     """A jitted training step `step(model, opt_state, batch, key)`.
 
     The gradient is taken with respect to `neurde.trainable(model)` (every inexact array
@@ -114,6 +122,11 @@ def make_step(loss_fn: LossFn, optim: optax.GradientTransformation) -> Step:
     - `loss_fn`: `loss(model, batch, key) -> scalar` or `(scalar, aux_dict)`.
     - `optim`: an Optax transformation; initialize its state with
       `neurde.init_optimizer(optim, model)`.
+    - `mesh`: train data parallel on a device mesh: a `neurde.Sharding` with a `data` axis,
+      or a 1-D `jax.sharding.Mesh`. Each call splits the batch's leading axis over that axis
+      and replicates the model and optimizer state (moving them if they are laid out
+      otherwise); the loss is still the mean over the whole batch, so the step equals the
+      unsharded one up to floating-point rounding. `None` (default): one device.
 
     **Returns:**
 
@@ -123,10 +136,15 @@ def make_step(loss_fn: LossFn, optim: optax.GradientTransformation) -> Step:
 
     _checks.function("make_step", "loss_fn", loss_fn, "loss(model, batch, key)")
     _checks.optimizer("make_step", optim)
+    sharding = as_sharding("make_step", mesh, ensemble=False)
 
     def step(model, opt_state, batch, key):
         return step_once(loss_fn, optim, model, opt_state, batch, key)
 
+    if sharding is not None:
+        return sharded_step(
+            step, sharding, ensemble=False, batch_axis=None, owner="make_step: step"
+        )
     return eqx.filter_jit(step)
 
 
