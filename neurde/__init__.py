@@ -19,6 +19,7 @@ from . import (
 )
 from ._reversible import Reversible as Reversible
 from ._version import __version__ as __version__
+from .batch_mode import Batched as Batched, batched as batched
 from .brownian import GridBrownianPath as GridBrownianPath
 from .composed import Composed as Composed
 from .fields import (
@@ -51,6 +52,7 @@ from .train import (
     History as History,
     NonFiniteGradientError as NonFiniteGradientError,
     NonFiniteLossError as NonFiniteLossError,
+    Sharding as Sharding,
     TrainingError as TrainingError,
     ensemble_init_optimizer as ensemble_init_optimizer,
     ensemble_member as ensemble_member,
