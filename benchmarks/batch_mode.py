@@ -135,9 +135,19 @@ def candidates(sde: bool, adjoint: str, y0: Array) -> tuple[dict[str, Any], dict
         alone = jax.vmap(lambda y, k: model.solve(y, key=k).stats["num_steps"])(y0, keys)
     else:
         alone = jax.vmap(lambda y: model.solve(y).stats["num_steps"])(y0)
+    # Field evaluations of one gradient, forward and backward (fresh, uncompiled functions:
+    # `count_evaluations` counts what it traces).
+    size = y0.shape[0]
+    _, shared_counts = neurde.count_evaluations(
+        eqx.filter_grad(lambda m: jnp.mean(m(y0, key=key) ** 2))
+    )(batch)
+    _, vmap_counts = neurde.count_evaluations(eqx.filter_grad(vmap_loss))(model)
     notes = {
-        "batched": f"{shared} shared steps",
-        "vmap": f"{int(jnp.min(alone))}-{int(jnp.max(alone))} steps per example",
+        "batched": f"{shared} shared steps; {shared_counts['forward']} forward + "
+        f"{shared_counts['vjp']} VJP evaluations of the batched field",
+        "vmap": f"{int(jnp.min(alone))}-{int(jnp.max(alone))} steps per example; per example "
+        f"{vmap_counts['forward'] // size} forward + {vmap_counts['vjp'] // size} VJP "
+        "evaluations (every example runs as long as the slowest)",
     }
     return fns, notes
 

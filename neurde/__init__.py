@@ -22,6 +22,7 @@ from ._version import __version__ as __version__
 from .batch_mode import Batched as Batched, batched as batched
 from .brownian import GridBrownianPath as GridBrownianPath
 from .composed import Composed as Composed
+from .evaluations import count_evaluations as count_evaluations
 from .fields import (
     AbstractField as AbstractField,
     FunctionField as FunctionField,

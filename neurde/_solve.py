@@ -34,6 +34,7 @@ from ._validation import (
     promote_state,
 )
 from .brownian import GridBrownianPath
+from .evaluations import counted
 from .problem import Problem
 from .solution import ModelSolution
 from .solvers import evaluations_at_start, evaluations_per_step
@@ -334,6 +335,7 @@ def integrate(problem: Problem, y0: PyTree[Any], ts: Any, args: Any) -> ModelSol
     t1 = guard_interval(owner, problem.t0, problem.t1)
     controller = guard_tolerances(owner, problem.stepsize_controller)
     problem = dataclasses.replace(problem, t1=t1, stepsize_controller=controller)
+    problem = counted(problem)  # only while `neurde.count_evaluations` traces
     extras = problem.extras if _integrated(problem) else {}
     if ts is not None:
         ts = check_times(owner, ts, problem.t0, problem.t1)

@@ -125,7 +125,8 @@ class Batched(AbstractWrapper):
       Brownian motion (`NeuralSDE(..., brownian=...)`) must have the batch's shape `(B, d)`.
     - **Statistics.** `solve(...).stats` are the counts of the one shared solve (`nfe` the
       evaluations of the batched drift, each of which evaluates every example); under
-      `jax.vmap(model.solve)` they are per example (`neurde.solver_stats`).
+      `jax.vmap(model.solve)` they are per example (`neurde.solver_stats`). The backward
+      pass's evaluations, in either mode, are counted by `neurde.count_evaluations`.
     - **Extras** (e.g. RNODE's penalties) are per example, shape `(B,)`; randomness other
       than the Brownian motion that a wrapper draws from the key (RNODE's Hutchinson probe,
       STEER's end time) is drawn once for the batch, so STEER integrates the whole batch to

@@ -180,10 +180,11 @@ class FunctionField(AbstractField):
     (`jax.vmap(mlp)`, `jax.jit(mlp)`) or a bound method of a module (`mlp.__call__`) is a
     `TypeError` (pass the module, or transform it with `eqx.filter_vmap`/`eqx.filter_jit`,
     which keep its parameters visible); a closure, a `functools.partial` or a function
-    reading a global that holds floating arrays gets a `UserWarning` (constants are fine;
-    parameters go in a module, e.g. `eqx.Partial(fn, mlp)`). A field for a batch of states
-    (`eqx.filter_vmap(mlp)`) is rarely needed: keep the field for one example and solve the
-    batch as one state with `neurde.batched(model)`.
+    reading a global that reaches an Equinox module with floating arrays (a network's
+    parameters) gets a `UserWarning` (parameters go in a module the field holds, e.g.
+    `eqx.Partial(fn, mlp)`). Closing over plain arrays is fine: they are constants. A field
+    for a batch of states (`eqx.filter_vmap(mlp)`) is rarely needed: keep the field for one
+    example and solve the batch as one state with `neurde.batched(model)`.
 
     **Arguments:**
 
@@ -219,10 +220,21 @@ def _has_parameters(x: Any) -> bool:
     return any(eqx.is_inexact_array(leaf) for leaf in leaves)
 
 
+def _holds_module(x: Any) -> bool:
+    """Whether `x` is, or holds, an Equinox module with floating arrays (parameters)."""
+    is_module = lambda node: isinstance(node, eqx.Module)  # noqa: E731
+    try:
+        nodes = jax.tree.leaves(x, is_leaf=is_module)
+    except Exception:  # an object JAX cannot flatten holds nothing we can see
+        return False
+    return any(is_module(node) and _has_parameters(node) for node in nodes)
+
+
 def _hidden(fn: Any, depth: int = 0) -> tuple[str, str] | None:
-    """What floating arrays the plain callable `fn` reaches without holding them as leaves:
-    `("transformed", what)` for a wrapped or bound module, `("closure", what)` for closed-over,
-    bound or global values; `None` when there are none (or `fn` is a PyTree, e.g. a module)."""
+    """What parameters the plain callable `fn` reaches without holding them as leaves:
+    `("transformed", what)` for a wrapped or bound module, `("closure", what)` for modules
+    closed over, bound or read from globals; `None` when there are none (plain arrays are
+    constants), or `fn` is a PyTree (e.g. a module)."""
     if isinstance(fn, eqx.Module) or depth > 2:
         return None
     name = type(fn).__name__
@@ -250,10 +262,11 @@ def _hidden(fn: Any, depth: int = 0) -> tuple[str, str] | None:
             found = _hidden(value, depth + 1)
             if found is not None:
                 return found
-        elif _has_parameters(value):
+        elif _holds_module(value):
             return (
                 "closure",
-                f"{what} hold floating arrays (e.g. one of type {type(value).__name__})",
+                f"{what} hold a module with floating arrays (e.g. one of type "
+                f"{type(value).__name__})",
             )
     return None
 
@@ -268,7 +281,7 @@ def _filled(cell: Any) -> bool:
 
 def _check_visible(fn: Any) -> None:
     """Refuse a callable that hides a module's parameters from training; warn about closures
-    over floating arrays (see `FunctionField`)."""
+    over modules with floating arrays (see `FunctionField`)."""
     found = _hidden(fn)
     if found is None:
         return
@@ -286,9 +299,9 @@ def _check_visible(fn: Any) -> None:
             f"keep its parameters visible.{batch}"
         )
     warnings.warn(
-        f"FunctionField: `fn` is {what}. They are constants of the field: training does not "
-        "see them. If they are parameters, pass a module that holds them instead (the module "
-        f"itself, or `eqx.Partial(fn, module)`).{batch}",
+        f"FunctionField: `fn` is {what}. Its arrays are constants of the field: training "
+        "does not see them. If they are parameters, pass a module that holds them instead "
+        f"(the module itself, or `eqx.Partial(fn, module)`).{batch}",
         UserWarning,
         stacklevel=4,
     )

@@ -128,10 +128,11 @@ def solver_stats(
     solve's, shared by the batch: one step-size sequence, each evaluation of the batched
     field evaluating every example once (so the evaluations of one example's field are
     `nfe`, and of the batch `B * nfe`).
-    The backward pass of a gradient is not counted: backprop through the solver
+    The backward pass of a gradient is not in these statistics: backprop through the solver
     re-evaluates checkpointed steps, and `diffrax.BacksolveAdjoint` solves a second ODE
     backwards with its own (vector-Jacobian) evaluations; `nfe` is the forward solve's cost,
-    the same with or without a gradient.
+    the same with or without a gradient. `neurde.count_evaluations` counts the whole
+    computation, forward evaluations and vector-Jacobian products of the backward pass.
 
     **Arguments:**
 

@@ -352,32 +352,39 @@ def test_trap_transformed_module_is_refused(make, what):
 
 
 _CONSTANT = jnp.eye(D)
+_GLOBAL_NET = [eqx.nn.Linear(D, D, key=jr.key(7))]
 
 
 def _reads_global(t, y, args):
+    return _GLOBAL_NET[0](y)
+
+
+def _reads_constant(t, y, args):
     return _CONSTANT @ y
 
 
-def test_trap_closures_over_arrays_warn():
+def test_trap_closures_over_modules_warn():
     mlp = _mlp()
+    module = r"hold a module with floating arrays"
     cases = {
-        r"the function .*<lambda>, whose closure .* \(e.g. one of type MLP\)": (
+        rf"the function .*<lambda>, whose closure .*{module} \(e.g. one of type MLP\)": (
             lambda t, y, a: mlp(y)
         ),
-        r"the function _reads_global, whose closure or globals hold floating arrays": (
-            _reads_global
-        ),
-        r"a functools.partial whose bound arguments hold floating arrays": functools.partial(
+        rf"the function _reads_global, whose closure or globals {module}": _reads_global,
+        rf"a functools.partial whose bound arguments {module}": functools.partial(
             lambda m, t, y, a: m(y), mlp
         ),
     }
     for what, fn in cases.items():
         with pytest.warns(UserWarning, match=rf"`fn` is {what}.*eqx.Partial\(fn, module\)"):
             neurde.FunctionField(fn)
-    # No warning for a plain function or a module holding its parameters.
+    # No warning for a plain function, constants, or a module holding its parameters.
     import warnings
 
+    matrix = jnp.eye(D)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         neurde.FunctionField(lambda t, y, a: -y)
+        neurde.FunctionField(lambda t, y, a: matrix @ y)
+        neurde.FunctionField(_reads_constant)
         neurde.FunctionField(eqx.Partial(lambda m, t, y, a: m(y), mlp))

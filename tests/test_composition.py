@@ -6,8 +6,10 @@ Transforms: noise injection (`additive`, `multiplicative`, `dropout_diffusion`),
 `rnode`, the residual-branch regularizers, `MonteCarlo` and `eqx.nn.inference_mode`. Models:
 a `NeuralODE`, a `NeuralSDE`, an Euler `ResidualStack` (of `Branches` blocks, so Shake-Shake
 applies), a `discrete.Classifier`, a user module holding a `NeuralODE` (transforms reach it with
-`where=`) and a `neurde.Composed` around a `NeuralODE` (transforms reach it through the
-wrapper).
+`where=`), a `neurde.Composed` around a `NeuralODE` (transforms reach it through the
+wrapper), and batch mode (`neurde.batched`) around a `NeuralODE` and a `NeuralSDE`, called on
+a batch of three (to keep the matrix's time down, batch mode meets every transform alone, the
+continuous transforms in pairs and the triples of continuous transforms).
 
 The documented meanings the references implement:
 
@@ -16,6 +18,9 @@ The documented meanings the references implement:
 - a continuous model with noise is solved by Euler–Maruyama on the `dt0` grid with a
   `GridBrownianPath` drawn from the call's key (on $[t_0, T + b]$ when STEER is on), and by its
   own solver (RK4 here) when no noise is on;
+- in batch mode the batch is one state: the drift and the noises act on each example, the
+  Brownian path has the batch's shape, STEER's end time is one for the batch, and RNODE's
+  penalties are per example;
 - STEER ends the solve at $T' \\sim U(T - b, T + b)$ drawn from `fold_in(key, 1)`;
 - RNODE integrates $\\|f\\|^2$ and $\\|\\partial_y f\\|_F^2$ of the drift by the solver's own
   quadrature along the (stochastic) path; zero when off;
@@ -52,6 +57,7 @@ BRANCH = ("residual_dropout", "stochastic_depth", "shake_shake", "shake_drop")
 NOISES = ("additive", "multiplicative", "dropout_diffusion")
 TRANSFORMS = (*CONTINUOUS, *BRANCH, "monte_carlo", "inference_mode")
 BASES = ("ode", "sde", "stack", "classifier", "user", "composed")
+BATCHED = ("batched", "batched_sde")  # batch mode around the ODE and the SDE
 TRIPLES = [
     ("additive", "steer", "rnode"),
     ("rnode", "multiplicative", "monte_carlo"),
@@ -96,6 +102,8 @@ def build(base: str) -> Any:
         return UserNet(build("ode"), jnp.array([2.0, -1.0]))
     if base == "composed":
         return neurde.Composed(jnp.tanh, build("ode"), jnp.sin)
+    if base in BATCHED:
+        return neurde.batched(build("ode" if base == "batched" else "sde"))
     stack = discrete.ResidualStack(_branches, discrete.Euler(), DEPTH, key=jr.key(1))
     if base == "stack":
         return stack
@@ -157,6 +165,11 @@ def refusal(base: str, names: tuple[str, ...]) -> str | None:
 
 CASES = [(base, pair) for base in BASES for pair in itertools.product(TRANSFORMS, repeat=2)]
 CASES += [(base, triple) for base in BASES for triple in TRIPLES]
+# Batch mode runs about 1 s a case eagerly: every transform alone on both, each pair of
+# continuous transforms (in one order) and the continuous triples on the ODE.
+CASES += [(base, (name,)) for base in BATCHED for name in TRANSFORMS]
+CASES += [("batched", pair) for pair in itertools.combinations(CONTINUOUS, 2)]
+CASES += [("batched", triple) for triple in TRIPLES[:4]]
 
 
 def _on(names: tuple[str, ...], i: int) -> bool:
@@ -180,11 +193,14 @@ def _combined(parts: list[Any]) -> Any:
 
 
 def _continuous_reference(base: str, names: tuple[str, ...], y0: Any, key: Any) -> Any:
-    """(state, extras) of the continuous composition, written out step by step."""
+    """(state, extras) of the continuous composition, written out step by step; `y0` of
+    shape (B, 2) is a batch solved as one state (batch mode)."""
     ode = build("ode")
     field = ode.field
 
     def f(t, y):
+        if y.ndim == 2:
+            return jax.vmap(lambda z: field(t, z, None))(y)
         return field(t, y, None)
 
     parts = [] if base != "sde" or not _on(names, -1) else [lambda t, y: _g0(t, y, None)]
@@ -230,15 +246,18 @@ def _increment(brownian: Any, t0: Any, t1: Any) -> Any:
 def _march(f, g, brownian, scheme, times, y0, penalize):
     """RK4 or Euler–Maruyama steps between the given times (with RNODE's integrands)."""
 
+    batch = y0.shape[:-1]  # () for one example, (B,) in batch mode
+
     def augmented(t, state):
         y = state[0]
         fy = f(t, y)
         if not penalize:
-            return fy, jnp.zeros(()), jnp.zeros(())
-        jac = jax.jacfwd(lambda z: f(t, z))(y)
-        return fy, jnp.sum(fy**2), jnp.sum(jac**2)
+            return fy, jnp.zeros(batch), jnp.zeros(batch)
+        jac = jax.jacfwd(lambda z: f(t, z))
+        jac = jax.vmap(jac)(y) if batch else jac(y)  # per example, (B, 2, 2) in batch mode
+        return fy, jnp.sum(fy**2, axis=-1), jnp.sum(jac**2, axis=(-2, -1))
 
-    state = (y0, jnp.zeros(()), jnp.zeros(()))
+    state = (y0, jnp.zeros(batch), jnp.zeros(batch))
     for t, t_next in itertools.pairwise(times):
         h = t_next - t
         if scheme == "euler":
@@ -310,10 +329,12 @@ def reference(base: str, names: tuple[str, ...], x: Any, key: Any) -> tuple[Any,
         inner = tuple(n for n in inner if n != "inference_mode")
         draws = [reference(base, inner, x, k) for k in jr.split(key, MC)]
         ys = jnp.mean(jnp.stack([d[0] for d in draws]), 0)
-        extras = {k: jnp.mean(jnp.stack([d[1][k] for d in draws])) for k in draws[0][1]}
+        extras = {k: jnp.mean(jnp.stack([d[1][k] for d in draws]), 0) for k in draws[0][1]}
         return ys, extras
     if base in ("ode", "sde"):
         return _continuous_reference(base, names, x, key)
+    if base in BATCHED:
+        return _continuous_reference("sde" if base == "batched_sde" else "ode", names, x, key)
     if base == "user":
         y, extras = _continuous_reference("ode", names, x, key)
         return build("user").scale * y, extras
@@ -331,6 +352,8 @@ def reference(base: str, names: tuple[str, ...], x: Any, key: Any) -> tuple[Any,
 
 
 def _input(base: str) -> Any:
+    if base in BATCHED:
+        return jnp.array([[0.5, -0.4], [-0.2, 0.3], [0.1, 0.6]])
     return jnp.array([0.4, -0.3, 0.2, 0.1]) if base == "classifier" else jnp.array([0.5, -0.4])
 
 
