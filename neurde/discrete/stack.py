@@ -167,7 +167,12 @@ class ResidualStack(AbstractModel):
     - `memory_saving`: for reversible schemes, backpropagate by recomputing activations
       from the output instead of storing them (default `True` for reversible schemes).
       Memory is then flat in depth, also under `jax.vmap` over a batch (the backward pass
-      has its own batching rule; benchmarks/revnet_memory.py).
+      has its own batching rule; benchmarks/revnet_memory.py). That rule sums each block's
+      parameter gradient over the batch as it walks back, which is right for the gradient
+      of a batch loss (`grad(mean(vmap(stack)))`, the training form) but not for
+      per-example gradients: `vmap(grad(...))` with shared parameters gives every example
+      the batch's summed parameter gradient (its input gradients stay per example). For
+      per-example parameter gradients build the stack with `memory_saving=False`.
     - `key`: split into one key per block.
     """
 

@@ -100,3 +100,38 @@ def test_memory_saving_under_vmap_is_flat_in_depth_and_exact():
         stored = [_temp_bytes(loss, stack(d, False), xs) for d in (8, 64)]
         assert saving[1] <= 1.1 * saving[0], saving
         assert stored[1] >= 4 * stored[0], stored
+
+
+def test_per_example_gradients_under_memory_saving_are_the_documented_batch_sum():
+    # `vmap(grad(...))` with shared parameters: the memory-saving walk's batching rule sums
+    # the parameter gradient over the batch (documented on `memory_saving`), while input
+    # gradients stay per example; memory_saving=False gives each example its own.
+    make_block, make_scheme = CASES["revnet"]
+    xs = jr.normal(jr.key(1), (3, 8))
+
+    def loss(stack, x):
+        return jnp.sum(stack(x) ** 2)
+
+    per_example = eqx.filter_jit(eqx.filter_vmap(eqx.filter_grad(loss), in_axes=(None, 0)))
+    one = eqx.filter_jit(eqx.filter_grad(loss))
+    input_grad = eqx.filter_jit(jax.grad(lambda x, stack: loss(stack, x)))
+    input_grads = eqx.filter_vmap(input_grad, in_axes=(0, None))
+    for saving in (True, False):
+        stack = discrete.ResidualStack(
+            make_block, make_scheme(), 4, memory_saving=saving, key=jr.key(0)
+        )
+        got = per_example(stack, xs)
+        alone = [one(stack, x) for x in xs]
+        want = [alone[i] for i in range(3)]
+        if saving:
+            total = jax.tree.map(lambda *g: sum(g), *alone)
+            want = [total] * 3
+        for i in range(3):
+            got_i = jax.tree.map(lambda g, i=i: g[i], eqx.filter(got, eqx.is_array))
+            assert _max_diff(got_i, eqx.filter(want[i], eqx.is_array)) < 1e-5
+        np.testing.assert_allclose(
+            input_grads(xs, stack),
+            jnp.stack([input_grad(x, stack) for x in xs]),
+            rtol=1e-5,
+            atol=1e-6,
+        )
