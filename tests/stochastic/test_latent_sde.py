@@ -296,15 +296,25 @@ def test_acceptance_prior_marginal_means_match_the_data():
         assert abs(mean_error) < 0.10, (t, mean_error)
 
 
-# Measured (protocol in `train_latent_sde`, 33-56 s on a loaded 2-core CPU): mean errors
-# +4.7%, +1.7%, -0.7% and std errors -21.9%, -19.4%, -16.2% at t = 0.5, 1, 2. The prior's
-# spread is too small: the one-sample ELBO with a posterior that shares g and cannot steer
-# within the last Euler step before an observation favours a smaller diffusion. Smaller
-# steps narrow the gap (same protocol, an earlier initialization of the diffusion: dt0 =
-# 0.05: -21.7/-19.2/-16.0%; 0.02 with batch 32: -17.7/-14.7/-14.7%; 0.01 with batch 16:
-# -17.9/-14.1/-12.0%) but cost more than the test's budget; strict, so reaching it shows up.
+# Measured (protocol in `train_latent_sde`, 31-56 s on one core): seed 0: mean errors +4.7%,
+# +1.7%, -0.7% and std errors -21.9%, -19.4%, -16.2% at t = 0.5, 1, 2; seed 1: +4.4%, +0.5%,
+# -4.0% and -17.3%, -15.2%, -16.6%. Diagnosis: the learned diffusion (in data units) settles
+# at 0.36-0.38 where the data's is 0.5, and it is the ELBO that puts it there, not the
+# budget. A constant learnable g started at 0.5 (identity decoder) falls to 0.31; with g
+# held at 0.37 the trained ELBO is -3.03 nats per series, at 0.5 it is -3.40, while the
+# exact OU log-likelihood (Kalman filter) is -2.44 and -2.17: the amortized posterior
+# (GRU context, MLP drift sharing g) stays 0.6-1.2 nats from the exact one, and the gap
+# grows with g, so maximizing the ELBO shrinks g. With g held at 0.5 the posterior's means
+# at the observation times follow the Kalman smoother's within 0.01-0.05, but its spread
+# is 0.17 against the smoother's 0.14: it does not contract onto the data enough. Tried,
+# each leaving g at 0.25-0.40 and a std 9-27% low: 3000 steps; 2000 steps with lr decay
+# 0.999/step; linear KL annealing over 300 steps; the example's annealing (100 steps)
+# with lr decay 0.997/step; dt0 0.02; posterior drift of width 64, with time or the time
+# to the next observation as inputs; two hidden layers, time input and context 8; GRU 32
+# and context 16.
+# Strict, so reaching it shows up.
 @pytest.mark.expensive
-@pytest.mark.xfail(strict=True, reason="prior std 16-22% below the data's at this budget")
+@pytest.mark.xfail(strict=True, reason="prior std 15-22% low: the ELBO's gap favours a small g")
 def test_acceptance_prior_marginal_stds_match_the_data():
     for t, (_, std_error) in _acceptance_numbers().items():
         assert abs(std_error) < 0.10, (t, std_error)

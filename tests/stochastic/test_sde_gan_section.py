@@ -25,7 +25,8 @@ def test_unknown_size_is_an_error():
 @pytest.mark.slow
 def test_tiny_sde_gan_run_writes_report_and_figure(tmp_path, monkeypatch):
     # The real section at a tiny size: 64 paths, 4 steps of batch 8, small networks.
-    tiny = {"paths": 64, "steps": 4, "batch": 8, "hidden": 4, "width": 4, "lr": 1e-3}
+    tiny = {"paths": 64, "steps": 4, "batch": 8, "hidden": 4, "width": 4, "g_lr": 1e-3,
+            "d_lr": 4e-3}  # fmt: skip
     monkeypatch.setitem(stochastic_sde_gan.SIZES, "quick", tiny)
     out = tmp_path / "stochastic"
     args = ["run", "stochastic", "--only", "sde_gan", "--out", str(out), "--no-cache"]
