@@ -105,17 +105,11 @@ LOG = "logsnr"
 ONE, TWO = (lambda n: n), (lambda n: 2 * n)  # NFE of n steps
 GLOBAL_CASES = [
     # Observed slopes at 40, 80, 160 steps on a log-SNR grid (VP, max error over 16 paths):
-    # 2S 1.98, 2M 1.99, 3M 4.1, UniPC-1 2.08/1.99, UniPC-2 3.05/2.98, DEIS-2 1.94,
-    # DEIS-3 2.94, Restart(K=0) 2.17.
-    # 3M: theory 3 (local 4); observed 4.1 at 20-160 steps, so its bound is one-sided.
-    ("DPM-Solver++ 3M", lambda n: nd.DPMSolverPP(n, solver="3M", time_grid=LOG), 3, ONE),
-    pytest.param(
-        "DPM-Solver++ 2M",
-        lambda n: nd.DPMSolverPP(n, solver="2M", time_grid=LOG),
-        2,
-        ONE,
-        marks=SLOW,
-    ),
+    # 2S 1.98, 2M 1.99, UniPC-1 2.08/1.99, UniPC-2 3.05/2.98, DEIS-2 1.94, DEIS-3 2.94,
+    # Restart(K=0) 2.17. The third-order multistep methods (DPM-Solver++ 3M, DEIS-3, UniPC-3)
+    # are limited by their lower-order first step, which on this SDE shows only past hundreds
+    # of steps; their orders with each start are measured in test_sampler_warmup.py.
+    ("DPM-Solver++ 2M", lambda n: nd.DPMSolverPP(n, solver="2M", time_grid=LOG), 2, ONE),
     pytest.param(
         "DPM-Solver++ 2S",
         lambda n: nd.DPMSolverPP(n, solver="2S", time_grid=LOG),
@@ -127,16 +121,10 @@ GLOBAL_CASES = [
     ("UniPC-2 bh2", lambda n: nd.UniPC(n, order=2), 3, ONE),
     pytest.param("UniPC-2 bh1", lambda n: nd.UniPC(n, order=2, variant="bh1"), 3, ONE, marks=SLOW),
     pytest.param("UniPC-1 bh2", lambda n: nd.UniPC(n, order=1), 2, ONE, marks=SLOW),
-    # Noise prediction: eps-hat is constant along the flow up to O(alpha_T^2) near T, so
-    # the first-order warm-up of DEIS is invisible here and order p shows.
-    pytest.param("DEIS-3", lambda n: nd.DEIS(n, order=3), 3, ONE, marks=SLOW),
     pytest.param("DEIS-2", lambda n: nd.DEIS(n, order=2), 2, ONE, marks=SLOW),
     pytest.param(
         "Restart K=0", lambda n: nd.Restart(n, restarts=0), 2, lambda n: 2 * n - 1, marks=SLOW
     ),
-    # UniPC-3: order 4 (p + 1), seen once the steps are small: 3.5 at 40-160 steps, between
-    # its warm-up's 3 and its own 4; 3.97, 4.01, 4.05 at 320-640-1280-2560.
-    pytest.param("UniPC-3 bh2", lambda n: nd.UniPC(n, order=3, time_grid=LOG), 4, ONE, marks=SLOW),
 ]
 
 
@@ -146,7 +134,7 @@ GLOBAL_CASES = [
     ids=lambda v: v if isinstance(v, str) else "",
 )
 def test_global_order_and_counted_nfe(name, make, order, expected_nfe):
-    steps = [640, 1280, 2560] if name.startswith("UniPC-3") else [40, 80, 160]
+    steps = [40, 80, 160]
     with jax.enable_x64(True):
         sde = VP
         errors = []
@@ -160,8 +148,7 @@ def test_global_order_and_counted_nfe(name, make, order, expected_nfe):
             t_end = 0.0 if isinstance(sampler, nd.Restart) else sampler.eps
             errors.append(np.max(np.abs(np.asarray(xs) - exact_flow(sde, _noise64(), t_end))))
     observed = -fitted_order(steps, errors)
-    upper = 1.3 if name == "DPM-Solver++ 3M" else 0.3
-    assert order - 0.3 < observed < order + upper, (name, observed, errors)
+    assert abs(observed - order) < 0.3, (name, observed, errors)
 
 
 # --- stochastic samplers: moments, NFE, the Brownian path --------------------------------------

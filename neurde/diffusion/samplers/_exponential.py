@@ -7,11 +7,22 @@ coefficients depend on the grid only, so they are computed once, vectorized over
 before the `lax.scan`; the scanned step is the evaluation and a weighted sum.
 """
 
+from typing import Any, Literal, TypeAlias
+
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
+from .._checks import check_choice
 from ..forward import AbstractForwardSDE
 from ._fixed_grid import BatchedScore
+
+# How a multistep sampler takes its first step, before it has a history.
+Warmup: TypeAlias = Literal["lower_order", "singlestep"]
+_WARMUPS = {
+    "lower_order": "a first-order first step, as the reference codes",
+    "singlestep": "a singlestep first step of the order the method needs, 1-2 more NFE",
+}
 
 
 def data_prediction(score: BatchedScore, t: Array, x: Array) -> Array:
@@ -94,4 +105,77 @@ def dpmpp_coefficients(
     return a, alpha[1:, None] * coeffs, noise_std
 
 
-__all__ = ["combine", "data_prediction", "dpmpp_coefficients", "previous", "push"]
+def check_warmup(owner: str, warmup: Any, needed: bool, why: str) -> Warmup:
+    """Check `warmup`; `needed` says whether this configuration's warm-up limits its order."""
+    check_choice(owner, "warmup", warmup, _WARMUPS)
+    if warmup == "singlestep" and not needed:
+        raise ValueError(
+            f"{owner}: `warmup='singlestep'` applies only where the lower-order start limits "
+            f"the order ({why}), got it here. Leave `warmup` at its default 'lower_order'."
+        )
+    return warmup
+
+
+def singlestep(score: BatchedScore, x: Array, s: Array, t: Array, x0_s: Array, order: int) -> Array:
+    r"""One singlestep DPM-Solver++ step from $s$ to $t$ of order 2 or 3, given $\hat x_0(x_s)$.
+
+    With $h = \lambda_t - \lambda_s$ and intermediate stages at $\lambda_s + r_k h$ (order 2:
+    $r_1 = \tfrac12$, 2S; order 3: $r_1 = \tfrac13$, $r_2 = \tfrac23$, 3S): $u_1 =
+    \frac{\sigma_{s_1}}{\sigma_s}x_s + \alpha_{s_1}(1 - e^{-r_1h})\hat x_0(x_s)$ and, for order 3,
+    $u_2 = \frac{\sigma_{s_2}}{\sigma_s}x_s + \alpha_{s_2}(1 - e^{-r_2h})\hat x_0(x_s) +
+    \frac{r_2}{r_1}\alpha_{s_2}\varphi_2(r_2h)(\hat x_0(u_1) - \hat x_0(x_s))$; then $x_t =
+    \frac{\sigma_t}{\sigma_s}x_s + \alpha_t(1 - e^{-h})\hat x_0(x_s) + \frac{1}{r}\alpha_t
+    \varphi_2(h)(\hat x_0(u_{\rm last}) - \hat x_0(x_s))$ ($r$ its stage, $\varphi_2(h) =
+    1 - (1 - e^{-h})/h$). Local error $O(h^{k+1})$ for order $k$, at $k - 1$ evaluations here
+    (Lu et al. 2022b, Algorithm 1 and the reference code's `singlestep_dpm_solver_third_update`,
+    data prediction). Multistep samplers take it as their first step (`warmup="singlestep"`).
+    """
+    sde = score.sde
+    lam_s = sde.log_snr(s)
+    h = sde.log_snr(t) - lam_s
+    sigma_s = sde.std(s)
+
+    def stage(r: float, extra: Array | float) -> tuple[Array, Array]:
+        u_time = sde.time_from_log_snr(lam_s + r * h)
+        alpha_u = sde.mean_coeff(u_time)
+        u = sde.std(u_time) / sigma_s * x - alpha_u * jnp.expm1(-r * h) * x0_s
+        return u_time, u + alpha_u * extra
+
+    def phi_2(hh: Array) -> Array:
+        return jnp.expm1(-hh) / hh + 1
+
+    if order == 2:
+        r, (s1, u1) = 0.5, stage(0.5, 0.0)
+        d = data_prediction(score, s1, u1) - x0_s
+    else:
+        s1, u1 = stage(1 / 3, 0.0)
+        d1 = data_prediction(score, s1, u1) - x0_s
+        r, (s2, u2) = 2 / 3, stage(2 / 3, 2 * phi_2(2 * h / 3) * d1)
+        d = data_prediction(score, s2, u2) - x0_s
+    alpha_t = sde.mean_coeff(t)
+    first = sde.std(t) / sigma_s * x - alpha_t * jnp.expm1(-h) * x0_s
+    return first + alpha_t * phi_2(h) / r * d
+
+
+def first_step_or(
+    first: Array, score: BatchedScore, x: Array, s: Array, t: Array, x0_s: Array, order: int,
+    multistep: Array,
+) -> Array:  # fmt: skip
+    """`singlestep(...)` at the first step (`first` true), `multistep` at the others.
+
+    A `lax.cond`, so the extra evaluations run (and count) at the first step only.
+    """
+    return jax.lax.cond(first, lambda: singlestep(score, x, s, t, x0_s, order), lambda: multistep)
+
+
+__all__ = [
+    "Warmup",
+    "check_warmup",
+    "combine",
+    "data_prediction",
+    "dpmpp_coefficients",
+    "first_step_or",
+    "previous",
+    "push",
+    "singlestep",
+]

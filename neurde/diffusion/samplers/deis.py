@@ -9,7 +9,7 @@ from jaxtyping import Array
 
 from .._checks import check_choice, check_schedule
 from ..forward import AbstractForwardSDE
-from ._exponential import combine, previous, push
+from ._exponential import Warmup, check_warmup, combine, first_step_or, previous, push
 from ._fixed_grid import AbstractFixedGridSampler, BatchedScore, Keys
 from .base import TimeGrid, time_grid
 
@@ -68,10 +68,13 @@ class DEIS(AbstractFixedGridSampler[_History]):
     10-point Gauss-Legendre rule in $\lambda$ (exact to rounding for these smooth
     integrands); with $q = 1$ this is DDIM exactly. One evaluation per step (NFE = `steps`);
     step $i$ has order $q = \min(p, i + 1)$ (warm-up, as the paper). The first-order first
-    step bounds the asymptotic global order by 2, but near $T$ the noise prediction is nearly
-    constant along the flow (its $\lambda$-derivative is $O(\alpha_T^2)$), so at practical
-    step counts the order $p$ shows: 1.0, 1.9 and 2.9 at 40-160 steps on the exact Gaussian
-    flow (tests/diffusion/test_samplers_fast.py). Works for every SDE.
+    step bounds the asymptotic global order by 2, but on the standard VP SDE the noise
+    prediction is nearly constant along the flow near $T$ (its $\lambda$-derivative is
+    $O(\alpha_T^2)$), so at practical step counts the order $p$ shows: 1.0, 1.9 and 2.9 at
+    40-160 steps on the exact Gaussian flow (tests/diffusion/test_samplers_fast.py); with
+    $\beta_{\max} = 2$ order 3 is 2.0 at once. `warmup="singlestep"` takes the first step
+    with the second-order singlestep update (one more evaluation), and order 3 is then third
+    order (tests/diffusion/test_sampler_warmup.py). Works for every SDE.
 
     **Arguments:**
 
@@ -79,6 +82,8 @@ class DEIS(AbstractFixedGridSampler[_History]):
     - `order`: $p$, 1, 2 or 3 (default 3).
     - `eps`: the last time (default $10^{-3}$).
     - `time_grid`: `"logsnr"` (default), `"edm"` or `"uniform"`.
+    - `warmup`: `"lower_order"` (default, the paper's) or `"singlestep"` (order 3 only;
+      NFE = `steps + 1`).
 
     References: Zhang, Chen, "Fast Sampling of Diffusion Models with Exponential
     Integrator", ICLR 2023 (Sec. 4, tAB-DEIS).
@@ -87,6 +92,7 @@ class DEIS(AbstractFixedGridSampler[_History]):
     steps: int = eqx.field(static=True)
     order: Literal[1, 2, 3] = eqx.field(static=True)
     eps: float = eqx.field(static=True)
+    warmup: Warmup = eqx.field(static=True)
     # A grid object (`check_schedule` converts names); not static: it may hold arrays.
     time_grid: TimeGrid
 
@@ -97,14 +103,16 @@ class DEIS(AbstractFixedGridSampler[_History]):
         order: Literal[1, 2, 3] = 3,
         eps: float = 1e-3,
         time_grid: TimeGrid = "logsnr",
+        warmup: Warmup = "lower_order",
     ):
         owner = "DEIS"
         self.steps, self.eps, self.time_grid = check_schedule(owner, steps, eps, time_grid)
         check_choice(owner, "order", order, {1: "", 2: "", 3: ""}, "Order 1 is DDIM.")
         self.order = order
+        self.warmup = check_warmup(owner, warmup, order == 3, "order 3's first-order first step")
 
     def nfe(self) -> int:
-        return self.steps
+        return self.steps + (self.warmup == "singlestep")
 
     def randomness(self) -> None:
         return None
@@ -113,13 +121,20 @@ class DEIS(AbstractFixedGridSampler[_History]):
         ts = time_grid(sde, self.steps, self.time_grid, eps=self.eps, dtype=x_T.dtype)
         a, coeffs = _deis_coefficients(sde, ts, self.order)
         zeros = jnp.zeros_like(x_T)
-        return (x_T, (zeros, zeros, zeros)), (ts[:-1], a, coeffs)
+        first = jnp.arange(self.steps) == 0
+        return (x_T, (zeros, zeros, zeros)), (first, ts[:-1], ts[1:], a, coeffs)
 
     def step(self, score: BatchedScore, state: _History, inputs: Any) -> _History:
         x, history = state
-        s, a, coeffs = inputs
-        history = push(history, score.noise(s, x))
-        return a * x + combine(coeffs, history), history
+        first, s, t, a, coeffs = inputs
+        noise = score.noise(s, x)
+        history = push(history, noise)
+        x_next = a * x + combine(coeffs, history)
+        if self.warmup == "singlestep":
+            sde = score.sde
+            x0_s = (x - sde.std(s) * noise) / sde.mean_coeff(s)
+            x_next = first_step_or(first, score, x, s, t, x0_s, 2, x_next)
+        return x_next, history
 
     def finish(self, score: BatchedScore, state: _History, keys: Keys) -> Array:
         return state[0]

@@ -8,7 +8,15 @@ from jaxtyping import Array
 
 from .._checks import check_choice, check_schedule
 from ..forward import AbstractForwardSDE
-from ._exponential import combine, data_prediction, dpmpp_coefficients, push
+from ._exponential import (
+    Warmup,
+    check_warmup,
+    combine,
+    data_prediction,
+    dpmpp_coefficients,
+    first_step_or,
+    push,
+)
 from ._fixed_grid import AbstractFixedGridSampler, BatchedScore, Keys
 from .base import TimeGrid, time_grid
 
@@ -42,13 +50,17 @@ class DPMSolverPP(AbstractFixedGridSampler[_History]):
       (formulas and a deviation from the reference code, which weights $D_2$ by $\varphi_3$
       and so is second order, in `_exponential.py`).
 
-    The multistep solvers take one evaluation per step (NFE = `steps`) and warm up as the
-    reference implementation does: the first step is order 1 and 3M's second order 2. 2S and
-    2M are second order. 3M is third order (the error of one step from exact history falls
-    as $h^4$); its warm-up steps lie near $\lambda_T$, where $\hat x_0$ barely changes, and do
-    not show at practical step counts: on the exact Gaussian flow it converges at 3.9-4.1
-    between 10 and 160 steps (tests/diffusion/test_samplers_fast.py). The default grid is
-    Karras et al.'s (`"edm"`: "DPM++ 2M Karras").
+    The multistep solvers take one evaluation per step (NFE = `steps`) and, by default, warm
+    up as the reference implementation does: the first step is order 1 and 3M's second order
+    2. 2S and 2M are second order. One 3M step from exact history is third order (its error
+    falls as $h^4$), but the first-order first step (local error $O(h^2)$) makes the whole run
+    second order. On the standard VP SDE that step lies near $\lambda_T$, where $\hat x_0$
+    barely changes, so it shows only past hundreds of steps (slope 4 at 40-160 steps, 2.3 at
+    320-640); where $\alpha_T$ is not small it shows at once (slope 2.0 with $\beta_{\max} = 2$).
+    `warmup="singlestep"` takes the first step with the second-order singlestep update
+    (`_exponential.singlestep`, one more evaluation): 3M is then third order (slope 2.95 at
+    40-160 steps, tests/diffusion/test_sampler_warmup.py). The default grid is Karras et
+    al.'s (`"edm"`: "DPM++ 2M Karras").
     Works for every SDE. `DPMSolverPPSDE` is the stochastic variant.
 
     **Arguments:**
@@ -57,6 +69,8 @@ class DPMSolverPP(AbstractFixedGridSampler[_History]):
     - `solver`: `"2M"` (default), `"3M"` or `"2S"`.
     - `eps`: the last time (default $10^{-3}$).
     - `time_grid`: `"edm"` (default), `"logsnr"` or `"uniform"`.
+    - `warmup`: `"lower_order"` (default, the paper's) or `"singlestep"` (3M only; NFE =
+      `steps + 1`).
 
     References: Lu, Zhou, Bao, Chen, Li, Zhu, "DPM-Solver++: Fast Solver for Guided Sampling
     of Diffusion Probabilistic Models", 2022 (Algorithms 1 and 2, Appendix).
@@ -65,6 +79,7 @@ class DPMSolverPP(AbstractFixedGridSampler[_History]):
     steps: int = eqx.field(static=True)
     solver: Literal["2S", "2M", "3M"] = eqx.field(static=True)
     eps: float = eqx.field(static=True)
+    warmup: Warmup = eqx.field(static=True)
     # A grid object (`check_schedule` converts names); not static: it may hold arrays.
     time_grid: TimeGrid
 
@@ -75,15 +90,20 @@ class DPMSolverPP(AbstractFixedGridSampler[_History]):
         solver: Literal["2S", "2M", "3M"] = "2M",
         eps: float = 1e-3,
         time_grid: TimeGrid = "edm",
+        warmup: Warmup = "lower_order",
     ):
         owner = "DPMSolverPP"
         self.steps, self.eps, self.time_grid = check_schedule(owner, steps, eps, time_grid)
         fix = "For the stochastic 2M/3M use DPMSolverPPSDE; for order 1 use DDIM."
         check_choice(owner, "solver", solver, _SOLVERS, fix)
         self.solver = solver
+        why = "the 3M solver's first-order first step"
+        self.warmup = check_warmup(owner, warmup, solver == "3M", why)
 
     def nfe(self) -> int:
-        return 2 * self.steps if self.solver == "2S" else self.steps
+        if self.solver == "2S":
+            return 2 * self.steps
+        return self.steps + (self.warmup == "singlestep")
 
     def randomness(self) -> None:
         return None
@@ -97,15 +117,19 @@ class DPMSolverPP(AbstractFixedGridSampler[_History]):
             mid = sde.time_from_log_snr(0.5 * (lams[:-1] + lams[1:]))
             return state, (ts[:-1], mid, ts[1:])
         a, coeffs, _ = dpmpp_coefficients(sde, ts, 3 if self.solver == "3M" else 2, False)
-        return state, (ts[:-1], a, coeffs)
+        return state, (jnp.arange(self.steps) == 0, ts[:-1], ts[1:], a, coeffs)
 
     def step(self, score: BatchedScore, state: _History, inputs: Any) -> _History:
         x, history = state
         if self.solver == "2S":
             return _singlestep(score, x, *inputs), history
-        s, a, coeffs = inputs
-        history = push(history, data_prediction(score, s, x))
-        return a * x + combine(coeffs, history), history
+        first, s, t, a, coeffs = inputs
+        m = data_prediction(score, s, x)
+        history = push(history, m)
+        x_next = a * x + combine(coeffs, history)
+        if self.warmup == "singlestep":
+            x_next = first_step_or(first, score, x, s, t, m, 2, x_next)
+        return x_next, history
 
     def finish(self, score: BatchedScore, state: _History, keys: Keys) -> Array:
         return state[0]
