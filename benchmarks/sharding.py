@@ -4,11 +4,13 @@ An adaptive neural ODE (MLP 2->32->32->2, Tsit5 with a PID controller, batch 256
 save times, Adam) trains with `neurde.make_step` on one device and with
 `neurde.make_step(..., mesh=neurde.Sharding(mesh, data="data"))` on 8 host CPU devices
 (`XLA_FLAGS=--xla_force_host_platform_device_count=8`, set here before JAX starts), the batch
-split 8 ways. The updated parameters are checked to agree before timing. The host devices
-share the machine's cores, so this measures the correctness and the overhead of sharding
-(partitioning at compile time; the collectives and the sharded while-loop at run time), not
-a speed-up. On a machine with several GPUs the script also prints throughput against the
-number of devices.
+split 8 ways, once on the default (exact) path and once with
+`Sharding(..., per_example_loss=True)` (one local solver loop per device, one gradient
+reduction per step). The updated parameters are checked to agree before timing. The host
+devices share the machine's cores, so this measures the correctness and the overhead of
+sharding (partitioning at compile time; the collectives and the sharded while-loop at run
+time), not a speed-up. On a machine with several GPUs the script also prints throughput
+against the number of devices.
 
 Run: `python benchmarks/sharding.py [--quick]` (with neurde importable).
 """
@@ -19,6 +21,7 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
     flags = os.environ.get("XLA_FLAGS", "")
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=8".strip()
 
+import functools
 import statistics
 import time
 from typing import Any
@@ -104,59 +107,52 @@ def main() -> None:
     devices = jax.devices()
     print(f"{len(devices)} devices: {devices[0].platform}; batch {BATCH}")
     model, batch = problem()
-    mesh = neurde.Sharding(jax.make_mesh((len(devices),), ("data",)), data="data")
+    axis = jax.make_mesh((len(devices),), ("data",))
+    layouts = {
+        "unsharded": None,
+        f"sharded ({len(devices)})": neurde.Sharding(axis, data="data"),
+        f"sharded ({len(devices)}), per_example_loss": neurde.Sharding(
+            axis, data="data", per_example_loss=True
+        ),
+    }
+    exact, fast = list(layouts)[1:]
 
     # Compile time: fresh steps compiled in alternation, median of `compiles` each.
-    compile_times: dict[str, list[float]] = {"unsharded": [], f"sharded ({len(devices)})": []}
+    compile_times: dict[str, list[float]] = {name: [] for name in layouts}
     for _ in range(compiles):
-        compile_times["unsharded"].append(
-            first_call(neurde.make_step(make_loss(), optim), model, batch)
-        )
-        sharded_step = neurde.make_step(make_loss(), optim, mesh=mesh)
-        compile_times[f"sharded ({len(devices)})"].append(first_call(sharded_step, model, batch))
+        for name, layout in layouts.items():
+            step = neurde.make_step(make_loss(), optim, mesh=layout)
+            compile_times[name].append(first_call(step, model, batch))
 
     # Step time: the same global batch, so the same work per step.
-    plain = neurde.make_step(make_loss(), optim)
-    sharded = neurde.make_step(make_loss(), optim, mesh=mesh)
     opt_state = neurde.init_optimizer(optim, model)
-    a = plain(model, opt_state, batch, jr.key(0))
-    b = sharded(model, opt_state, batch, jr.key(0))
-    diff = max_rel_diff(b[0], a[0])
-    assert diff < 1e-5, f"sharded and unsharded steps differ: {diff:.2e}"
-    placed = mesh.replicate((model, opt_state))
-    placed_batch = mesh.shard_batch(batch)
-    device_batch = jax.tree.map(jnp.asarray, batch)
-    times = interleaved_times(
-        {
-            "unsharded": lambda: plain(model, opt_state, device_batch, jr.key(0)),
-            f"sharded ({len(devices)})": lambda: sharded(
-                placed[0], placed[1], placed_batch, jr.key(0)
-            ),
-        },
-        repeats,
-    )
-    print(f"\nupdated parameters agree to {diff:.1e} (relative)")
+    steps = {name: neurde.make_step(make_loss(), optim, mesh=x) for name, x in layouts.items()}
+    ref = steps["unsharded"](model, opt_state, batch, jr.key(0))[0]
+    diffs = {
+        n: max_rel_diff(steps[n](model, opt_state, batch, jr.key(0))[0], ref) for n in (exact, fast)
+    }
+    assert max(diffs.values()) < 1e-5, f"sharded and unsharded steps differ: {diffs}"
+    calls = {}
+    for name, layout in layouts.items():
+        placed = (model, opt_state) if layout is None else layout.replicate((model, opt_state))
+        rows = jax.tree.map(jnp.asarray, batch) if layout is None else layout.shard_batch(batch)
+        calls[name] = functools.partial(steps[name], *placed, rows, jr.key(0))
+    times = interleaved_times(calls, repeats)
+    for name, diff in diffs.items():
+        print(f"\n{name}: updated parameters agree to {diff:.1e} (relative)", end="")
+    print()
     print_table(
         "first call (trace + partition + compile + run), s as ms", compile_times, "unsharded"
     )
     print_table(f"training step, batch {BATCH} (same work)", times, "unsharded")
     gpu_scaling(model, batch, repeats)
-    name = f"sharded ({len(devices)})"
     print()
-    print(
-        ratio_line(
-            "sharded/unsharded compile time",
-            median_ratio(compile_times, name, "unsharded"),
-            "<= 1.5",
-        )
-    )
-    print(
-        ratio_line(
-            "sharded/unsharded step time per example",
-            median_ratio(times, name, "unsharded"),
-            "<= 1.2",
-        )
-    )
+    for name, label in ((exact, "sharded"), (fast, "sharded per_example_loss")):
+        ratio = median_ratio(compile_times, name, "unsharded")
+        print(ratio_line(f"{label}/unsharded compile time", ratio, "<= 1.5"))
+    for name, label in ((exact, "sharded"), (fast, "sharded per_example_loss")):
+        ratio = median_ratio(times, name, "unsharded")
+        print(ratio_line(f"{label}/unsharded step time per example", ratio, "<= 1.2"))
 
 
 if __name__ == "__main__":

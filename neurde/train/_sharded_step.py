@@ -3,13 +3,17 @@ their layout before each call and whose outputs are constrained to it, so that e
 after the first reuses the compiled program."""
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import equinox as eqx
 import jax
-from jax.sharding import NamedSharding
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
+from jaxtyping import Array
 
+from ..tolerances import trainable
 from .sharding import Sharding, check_batch, check_members, leading_size, put, put_member_tree
 
 
@@ -28,6 +32,101 @@ def constrain_members(tree: Any, sharding: Sharding) -> Any:
     return eqx.combine(dynamic, static)
 
 
+def per_device_loss(loss_fn: Callable, sharding: Sharding | None) -> Callable:
+    """`loss_fn` evaluated by each device on its own rows of the batch (`jax.shard_map`
+    over the `data` axis) and averaged over the devices: what `Sharding(...,
+    per_example_loss=True)` trains with; `loss_fn` itself otherwise.
+
+    Each device's solves are local loops: under the partitioner, a vmapped adaptive solve
+    of a sharded batch is one loop over the global batch, whose "any example unfinished"
+    test is an all-reduce on every solver iteration, forward and backward. Here the only
+    collective of the step reduces the gradients (with the loss and scalar aux values).
+    The mean of equal-sized shards' means is the global mean, so this equals `loss_fn`
+    for means of per-example terms.
+    """
+    if sharding is None or not sharding.per_example_loss:
+        return loss_fn
+    axis = sharding.data
+    assert axis is not None  # `Sharding.__check_init__`
+    data, whole = PartitionSpec(axis), PartitionSpec()
+
+    def sharded_loss(model: Any, batch: Any, key: Any) -> Any:
+        params, rest = eqx.partition(model, trainable(model))
+        # Every array enters `shard_map` as an argument (tolerances too), none closed over.
+        arrays, static = eqx.partition(rest, eqx.is_array)
+        aux_info: dict[str, Any] = {}
+
+        def run(params: Any, grad: bool) -> tuple[tuple[Array, Any], Any]:
+            local = functools.partial(
+                _local_loss, loss_fn, axis, aux_info, static=static, grad=grad
+            )
+            losses, leaves, grads = jax.shard_map(
+                local,
+                mesh=sharding.spec().mesh,
+                in_specs=(whole, whole, data, whole),
+                out_specs=(data, data, whole),
+                check_vma=False,  # Equinox's checks make unvarying values in varying loops
+            )(params, arrays, batch, key)
+            scalars = aux_info["scalar"]
+            leaves = [x[0] if s else x for x, s in zip(leaves, scalars, strict=True)]
+            return (jnp.mean(losses), jax.tree.unflatten(aux_info["tree"], leaves)), grads
+
+        # The gradient is computed with the value, per device, and reduced once.
+        @jax.custom_vjp
+        def evaluate(params: Any) -> tuple[Array, Any]:
+            return run(params, grad=False)[0]
+
+        def backward(grads: Any, cotangent: tuple[Array, Any]) -> tuple[Any]:
+            return (jax.tree.map(lambda g: cotangent[0] * g, grads),)
+
+        evaluate.defvjp(functools.partial(run, grad=True), backward)
+        loss, aux = evaluate(params)
+        return loss if aux_info["tree"] == jax.tree.structure(None) else (loss, aux)
+
+    return sharded_loss
+
+
+def _local_loss(
+    loss_fn: Callable,
+    axis: str,
+    aux_info: dict[str, Any],
+    params: Any,
+    arrays: Any,
+    batch: Any,
+    key: Any,
+    *,
+    static: Any,
+    grad: bool,
+) -> tuple[Array, list[Array], Any]:
+    """One device's loss (shape `(1,)`), aux leaves and, with `grad`, the gradient averaged
+    over the devices; the aux's structure is left in `aux_info`."""
+
+    def value(p: Any) -> tuple[Array, Any]:
+        out = loss_fn(eqx.combine(p, arrays, static), batch, key)
+        return out if isinstance(out, tuple) else (out, None)
+
+    # Traced with no mesh in context, and differentiated here rather than through
+    # `shard_map`: Equinox's closure conversion of a checkpointed solver loop compares
+    # argument types that otherwise carry the manual mesh on one side only (diffrax issues
+    # 735 and 738: "shard_map fails on the solver loop"). The collectives need only the
+    # axis name, which `shard_map` binds.
+    with jax.sharding.use_abstract_mesh(jax.sharding.AbstractMesh((), ())):
+        key = jax.random.fold_in(key, jax.lax.axis_index(axis))
+        if grad:
+            (loss, aux), grads = jax.value_and_grad(value, has_aux=True)(params)
+            grads = jax.lax.pmean(grads, axis)
+        else:
+            (loss, aux), grads = value(params), None
+    leaves, aux_info["tree"] = jax.tree.flatten(aux)
+    aux_info["scalar"] = [jnp.ndim(x) == 0 for x in leaves]
+    # Scalars averaged over the devices, as the loss is; arrays joined along axis 0.
+    leaves = [
+        jax.lax.pmean(jnp.asarray(x, float), axis)[None] if scalar else x
+        for x, scalar in zip(leaves, aux_info["scalar"], strict=True)
+    ]
+    return jnp.reshape(loss, (1,)), leaves, grads
+
+
 @contextlib.contextmanager
 def _run_time_checks_as_nan() -> Iterator[None]:
     """While tracing a sharded step, Equinox's run-time checks (`eqx.error_if`, e.g.
@@ -42,7 +141,10 @@ def _run_time_checks_as_nan() -> Iterator[None]:
     `"result"`. Only the mode is changed, and only while tracing (Equinox reads it then);
     `off`, `nan` and `breakpoint` are left as set.
     """
-    from equinox import _errors  # Equinox has no public switch of the mode per call
+    # Equinox (0.13.8) has no public switch of the mode per call: `error_if`'s `on_error`
+    # argument is removed from its documented API and Diffrax's checks do not pass it,
+    # and the `EQX_ON_ERROR` environment variable is read once, at import.
+    from equinox import _errors
 
     if getattr(_errors, "EQX_ON_ERROR", None) != "raise":
         yield
@@ -87,7 +189,10 @@ def sharded_step(
             check_members(owner, sharding, "ensemble", leading_size(model))
         model, opt_state = place_state(model, opt_state)
         batch = put(batch, batch_spec)
-        key = put(key, sharding.spec())
+        # In one process an uncommitted key (fresh from `jr.key`, `jr.split`) is copied to
+        # the devices by the call itself; moving it first costs milliseconds on 8 devices.
+        if jax.process_count() > 1 or getattr(key, "committed", True):
+            key = put(key, sharding.spec())
         with _run_time_checks_as_nan():
             return compiled(model, opt_state, batch, key)
 
@@ -110,4 +215,4 @@ def _batch_spec(sharding: Sharding, ensemble: bool, batch_axis: int | None) -> N
     return sharding.spec(sharding.data)
 
 
-__all__ = ["constrain", "constrain_members", "sharded_step"]
+__all__ = ["constrain", "constrain_members", "per_device_loss", "sharded_step"]

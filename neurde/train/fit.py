@@ -20,7 +20,7 @@ from jaxtyping import PRNGKeyArray
 from ..data._checks import prng_key
 from . import _checks, resume as _resume
 from ._processes import barrier, gathered, is_writer, to_host
-from ._sharded_step import sharded_step
+from ._sharded_step import per_device_loss, sharded_step
 from .batches import batch_stream, is_iterator
 from .ensemble import ensemble_init_optimizer, make_checked_ensemble_step, stacked_size
 from .forensics import NonFiniteGradientError, NonFiniteLossError, TrainingError, check_step
@@ -45,7 +45,7 @@ def _cached_step(
     # with the same loss and optimizer reuses the compilation instead of recompiling.
     if ensemble:
         return make_checked_ensemble_step(loss_fn, optim, mesh)
-    step = functools.partial(step_once_checked, loss_fn, optim)
+    step = functools.partial(step_once_checked, per_device_loss(loss_fn, mesh), optim)
     if mesh is not None:
         return sharded_step(step, mesh, ensemble=False, batch_axis=None)
     return eqx.filter_jit(step)

@@ -12,6 +12,7 @@ their devices; each process holds the rows of a batch that its own devices need
 (`jax.make_array_from_callback`), so a data loader only has to produce its share.
 """
 
+import functools
 from typing import Any
 
 import equinox as eqx
@@ -47,6 +48,20 @@ class Sharding(eqx.Module):
     - `data`: the mesh axis the batch's leading axis is split over, or `None` (the batch is
       replicated).
     - `members`: the mesh axis an ensemble's member axis is split over, or `None`.
+    - `per_example_loss`: `True` promises that the loss is a mean of per-example terms
+      (`jnp.mean` over the batch of a loss of each example, as in
+      `jnp.mean(jax.vmap(lambda y, t: (model(y) - t) ** 2)(y0, target))`): each device
+      then evaluates the loss and its gradient on its own rows alone, and the devices
+      average the losses and gradients once per step. Its solves run as one local loop
+      per device, without the collective that every iteration of a sharded adaptive
+      solve otherwise needs (the loop runs while *any* example of the global batch is
+      unfinished), so it is faster; it equals the default whenever the promise holds
+      (up to rounding). Each device's `key` is `jax.random.fold_in(key, i)` for its
+      index `i` along `data`, so a loss drawing noise from `key` draws different (as
+      distributed) noise than unsharded. Of the loss's aux dict, scalars are averaged
+      over the devices and other arrays are joined along their leading axis (per-example
+      values such as `solution.result`). Data parallel training only (`make_step`, `fit`
+      without `ensemble=True`). Default `False`: the exact path, any loss.
 
     Batch sizes must be divisible by the size of the `data` axis and member counts by the
     size of the `members` axis; the step builders and `fit` check this before compiling.
@@ -55,6 +70,7 @@ class Sharding(eqx.Module):
     mesh: Mesh = eqx.field(static=True)
     data: str | None = eqx.field(static=True, default=None)
     members: str | None = eqx.field(static=True, default=None)
+    per_example_loss: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self) -> None:
         if not isinstance(self.mesh, Mesh):
@@ -76,6 +92,18 @@ class Sharding(eqx.Module):
                 f"Sharding: give the mesh axis of the batch (`data=`) or of the ensemble "
                 f"members (`members=`), or both; the mesh's axes are {names}."
             )
+        if not isinstance(self.per_example_loss, bool):
+            raise TypeError(
+                f"Sharding: `per_example_loss` must be True or False, got "
+                f"{self.per_example_loss!r}."
+            )
+        if self.per_example_loss and (self.data is None or self.members is not None):
+            raise ValueError(
+                f"Sharding: `per_example_loss=True` splits the loss over the `data` axis of "
+                f"data parallel training, but this Sharding has data={self.data!r} and "
+                f"members={self.members!r}. Give `data=` and no `members=`, or drop "
+                "`per_example_loss`."
+            )
         if self.data is not None and self.data == self.members:
             raise ValueError(
                 f"Sharding: `data` and `members` name the same mesh axis {self.data!r}; "
@@ -96,11 +124,7 @@ class Sharding(eqx.Module):
         Equinox's loops (the checkpointed `while_loop` of a solve) do not trace under
         explicit sharding, and models are not to change to be sharded.
         """
-        mesh = self.mesh
-        auto = (AxisType.Auto,) * len(mesh.axis_names)
-        if tuple(mesh.axis_types) != auto:
-            mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=auto)
-        return NamedSharding(mesh, PartitionSpec(*axes))
+        return _named_sharding(self.mesh, axes)
 
     def replicate(self, tree: Any) -> Any:
         """Every array of `tree` copied to every device of the mesh (parameters)."""
@@ -118,6 +142,16 @@ class Sharding(eqx.Module):
         return put(ensemble, self.spec(self.members))
 
 
+@functools.lru_cache(maxsize=64)
+def _named_sharding(mesh: Mesh, axes: tuple[str | None, ...]) -> NamedSharding:
+    # Cached: every call of a sharded step lays out its inputs with these, and building
+    # a Mesh and comparing new shardings costs milliseconds per call on 8 devices.
+    auto = (AxisType.Auto,) * len(mesh.axis_names)
+    if tuple(mesh.axis_types) != auto:
+        mesh = Mesh(mesh.devices, mesh.axis_names, axis_types=auto)
+    return NamedSharding(mesh, PartitionSpec(*axes))
+
+
 def as_sharding(fn: str, mesh: Any, ensemble: bool) -> Sharding | None:
     """`mesh` (a `Sharding`, a 1-D `Mesh` or `None`) as a `Sharding`, or a `TypeError`."""
     if mesh is None or isinstance(mesh, Sharding):
@@ -126,6 +160,12 @@ def as_sharding(fn: str, mesh: Any, ensemble: bool) -> Sharding | None:
                 f"{fn}: `mesh` shards ensemble members over {mesh.members!r}, but the model is "
                 "trained as one model. Pass `ensemble=True` for a stacked ensemble (or "
                 "`make_ensemble_step`), or drop `members=` from the Sharding."
+            )
+        if isinstance(mesh, Sharding) and ensemble and mesh.per_example_loss:
+            raise ValueError(
+                f"{fn}: `per_example_loss=True` is for data parallel training of one model; "
+                "an ensemble's members are already trained independently. Drop "
+                "`per_example_loss` from the Sharding."
             )
         return mesh
     if isinstance(mesh, Mesh):

@@ -12,7 +12,7 @@ from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from ..tolerances import trainable
 from . import _checks
-from ._sharded_step import sharded_step
+from ._sharded_step import per_device_loss, sharded_step
 from .sharding import Sharding, as_sharding
 
 LossFn: TypeAlias = Callable[[Any, Any, PRNGKeyArray], Any]
@@ -139,7 +139,7 @@ def make_step(
     sharding = as_sharding("make_step", mesh, ensemble=False)
 
     def step(model, opt_state, batch, key):
-        return step_once(loss_fn, optim, model, opt_state, batch, key)
+        return step_once(per_device_loss(loss_fn, sharding), optim, model, opt_state, batch, key)
 
     if sharding is not None:
         return sharded_step(

@@ -5,7 +5,8 @@ starts, so they run in a subprocess (`sharding_checks.py`), one per group of che
 JSON results are compared here with the tolerances. Float32 throughout: sharded and
 unsharded programs reduce the batch in a different order, so parameters after 20 Adam steps
 agree to about 1e-7 relative; the acceptance tolerance is 1e-6. The default selection runs
-the adaptive `NeuralODE`, the bad-input messages and a failing solve under sharding; the
+the adaptive `NeuralODE` (also with `Sharding(..., per_example_loss=True)`), the bad-input
+messages and a failing solve under sharding; the
 `NeuralSDE`, the discrete stack, inference and the two-process `jax.distributed` run are
 `expensive` (`pytest -m expensive tests/train/test_sharding.py`).
 """
@@ -73,11 +74,25 @@ def test_adaptive_neural_ode_data_and_ensemble_parallel_equal_unsharded():
     result = _checks(*DEFAULT)["ode"]
     _assert_equal_training(result)
     # The NFE statistics and solver outcomes recorded by `fit` (host-side reads of each
-    # step's aux): equal at the first step (equal parameters); later, parameters equal to
-    # ~1e-7 can flip the acceptance of a step whose error estimate sits at the tolerance,
-    # one step more or less for an example (measured: at most 8% of the batch mean).
+    # step's aux): equal at the first step (equal parameters: the sharded solve itself
+    # takes the same steps per example). Later the parameters differ by ~1e-7 (the batch
+    # is reduced in another order), and an example's step count (3 or 4 Tsit5 steps here)
+    # is a step function of the parameters: on one device, a random 1e-7 relative change
+    # of the trained parameters changes the NFE of 5 to 12 of the 64 examples. Measured
+    # over 20 steps: up to 8% of a step's batch mean (a few of 16 examples, 6 NFE each).
     assert result["data"]["first_metrics"] == 0.0
     assert result["data"]["metrics"] < 0.15
+
+
+def test_per_example_loss_equals_unsharded_and_the_exact_path():
+    # One local solver loop per device, losses and gradients averaged once per step: for a
+    # mean of per-example terms, the same 20 steps as unsharded and as the default path.
+    r = _checks(*DEFAULT)["ode"]["per_example"]
+    assert r["rel"] < TOLERANCE and r["rel_exact"] < TOLERANCE, r
+    assert r["opt_rel"] < TOLERANCE and r["loss_rel"] < TOLERANCE, r
+    assert r["traces"] == 1 and r["replicated"], r
+    # Aux: the NFE mean averaged over the devices, the per-example outcomes joined.
+    assert r["first_metrics"] < 1e-6 and r["result_shape"] == [16], r
 
 
 @pytest.mark.parametrize(
@@ -125,6 +140,16 @@ def test_sharding_argument_checks_on_one_device():
     two = jax.make_mesh((1, 1), ("a", "b"))
     with pytest.raises(ValueError, match=r"name the same mesh axis 'a'"):
         neurde.Sharding(two, data="a", members="a")
+    with pytest.raises(ValueError, match=r"`per_example_loss=True` splits the loss over"):
+        neurde.Sharding(two, data="a", members="b", per_example_loss=True)
+    with pytest.raises(TypeError, match=r"`per_example_loss` must be True or False, got 1"):
+        neurde.Sharding(mesh, data="data", per_example_loss=1)  # pyright: ignore[reportArgumentType]
+    with pytest.raises(ValueError, match=r"make_ensemble_step: `per_example_loss=True` is for"):
+        neurde.make_ensemble_step(
+            lambda m, b, k: jnp.sum(m["w"]),
+            optax.sgd(0.1),
+            mesh=neurde.Sharding(mesh, data="data", per_example_loss=True),
+        )
     with pytest.raises(ValueError, match=r"per-member batches must be stacked on axis 0"):
         neurde.make_ensemble_step(
             lambda m, b, k: jnp.sum(m["w"]),
@@ -155,6 +180,28 @@ def test_one_device_mesh_equals_no_mesh():
     )
     np.testing.assert_allclose(got.model["w"], ref.model["w"], rtol=1e-6)
     assert np.abs(np.asarray(ref.model["w"])).max() > 0.1
+
+
+def test_per_example_loss_on_one_device_equals_no_mesh():
+    # The per-device path (`shard_map`, gradient per device, one reduction) on this
+    # process's one device, with an aux of a scalar and a per-example array.
+    x = np.asarray(jr.normal(jr.key(0), (8, 3)))
+    y = x @ np.array([1.0, -2.0, 0.5], np.float32)
+
+    def loss(model, batch, key):
+        del key
+        err = batch[0] @ model["w"] - batch[1]
+        return jnp.mean(err**2), {"mae": jnp.mean(jnp.abs(err)), "err": err}
+
+    optim = optax.adam(0.1)
+    layout = neurde.Sharding(jax.make_mesh((1,), ("d",)), data="d", per_example_loss=True)
+    model = {"w": jnp.zeros(3)}
+    state = neurde.init_optimizer(optim, model)
+    want = neurde.make_step(loss, optim)(model, state, (x, y), jr.key(1))
+    got = neurde.make_step(loss, optim, mesh=layout)(model, state, (x, y), jr.key(1))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert np.shape(got[3]["err"]) == (8,) and float(got[2]) > 1.0
 
 
 @pytest.mark.expensive
