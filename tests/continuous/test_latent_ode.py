@@ -228,16 +228,15 @@ def test_acceptance_continuous_models_extrapolate_better_than_the_rnn():
     assert numbers["ode_rnn_mse"] < numbers["rnn_mse"]
 
 
-# Measured at size "quick" (protocol in neurde.experiments.zoo_latent), test MSE at seeds
-# 0-4: latent ODE 0.089, 0.090, 0.098, 0.136, 0.072; ODE-RNN 0.086, 0.051, 0.156, 0.137,
-# 0.273; RNN 0.241, 0.168, 0.262, 0.177, 0.270. The latent ODE is the steadiest and leads in
-# median (0.090, 0.137, 0.241: the paper's order), but at seeds 0 and 1 the ODE-RNN, when it
-# leaves its early plateau, extrapolates better. Not closed by: the ELBO of the second half
-# only (the authors' --extrap; 0.21 at seed 0), latent size 8 or 16, a deeper or wider
-# latent field, another posterior init, learning rates 5e-3 to 4e-2 (at 2e-2, seed 0:
-# 0.069 vs 0.037), or 1000 steps (0.048 vs 0.024). Strict, so reaching it shows up.
+# Measured at size "quick" (protocol in neurde.experiments.zoo_latent: the authors' toy
+# sizes, latent 10 = the baselines' hidden size, recognition ODE-RNN 20), test MSE at seeds
+# 0-4: latent ODE 0.095, 0.083, 0.094, 0.134, 0.061; ODE-RNN 0.127, 0.091, 0.198, 0.126,
+# 0.217; RNN 0.239, 0.187, 0.300, 0.236, 0.332 (medians 0.094, 0.127, 0.239: the paper's
+# order; the ODE-RNN is ahead only at seed 3). With the earlier sizes (16 units for the
+# encoder and the baselines, latent 4) the ODE-RNN was ahead at seeds 0 and 1 (0.086 vs
+# 0.089, 0.051 vs 0.090); z0 at the cut time with the ELBO of the second half only (what
+# the authors' code does with --extrap) gave 0.088 and 0.132 there.
 @pytest.mark.expensive
-@pytest.mark.xfail(strict=True, reason="at seed 0 the ODE-RNN is slightly ahead")
 def test_acceptance_latent_ode_extrapolates_best():
     numbers = _acceptance_numbers()
     assert numbers["latent_ode_mse"] < numbers["ode_rnn_mse"]
