@@ -442,7 +442,8 @@ def _mixture_sections(mixtures: dict[str, Any], config: SamplersConfig, report: 
             f"Optimized time grid, {target}, NFE {nfe}",
             f"Best fixed grid: {name} on {grid!r}, error {error:.4g}. Best fitted grid "
             f"(`fit_time_grid`, {config.grid_iterations} Adam steps on other draws, from "
-            f"each of the best samplers' best fixed grid): {fitted_name} from {fitted_from!r}, "
+            f"each of the best samplers' best fixed grid; the kept one has the lowest loss on "
+            f"the fitting draws): {fitted_name} from {fitted_from!r}, "
             f"error {grids['optimized']:.4g}, ratio {grids['optimized'] / error:.2f} (target "
             f"<= 0.5). Fitted times: {times}.\n\n"
             + markdown_table(["sampler", "grid", "flow error"], table),
