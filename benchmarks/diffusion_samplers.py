@@ -231,7 +231,7 @@ def mixtures(quick: bool) -> dict[str, tuple[float, str]]:
             # kept chosen on the fitting draws.
             res["grids"] = mixture_study.grid_study(
                 mixture, GRIDDED, nfes[0], res, iterations=iterations, batch_size=256,
-                fit_top=None,
+                fit_top=None, decouple=True,
             )  # fmt: skip
             at10_fitted = mixture_study.grid_study(
                 mixture, GRIDDED, 10, res, iterations=iterations, fit_top=1

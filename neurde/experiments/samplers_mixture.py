@@ -166,6 +166,7 @@ def grid_study(
     batches: int = 4,
     batch_size: int = 64,
     fit_top: int | None = 3,
+    decouple: bool = False,
 ) -> dict[str, Any]:
     """Each gridded sampler on each fixed grid at `nfe`; then fitted grids for the best ones.
 
@@ -174,7 +175,9 @@ def grid_study(
     fixed grid and fits on `batches * batch_size` other prior draws than the evaluation.
     The fitted grid kept, `optimized`, is the one with the lowest loss on those fitting
     draws (a selection that never sees the evaluation draws); every error reported is
-    measured on the evaluation draws, against the exact flow.
+    measured on the evaluation draws, against the exact flow. With `decouple` the fits
+    also learn where the model is queried (`OptimizedGrid.shifts`, LD3's decoupled
+    times; `fit_time_grid(..., decouple=True)`).
     """
     sde, d = mixture.sde, mixture.means.shape[1]
     x_T, exact = evaluation["x_T"], evaluation["exact"]
@@ -196,7 +199,7 @@ def grid_study(
             continue
         fit = dfn.fit_time_grid(
             sampler, mixture, sde, (d,), key=jr.key(seed + 10), iterations=iterations,
-            batches=batches, batch_size=batch_size,
+            batches=batches, batch_size=batch_size, decouple=decouple,
             reference=dfn.ProbabilityFlow(rtol=1e-8, atol=1e-8, eps=sampler.eps),
         )  # fmt: skip
         xs, _ = dfn.sample_from(fit.sampler, mixture, sde, x_T)

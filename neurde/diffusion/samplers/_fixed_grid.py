@@ -21,6 +21,7 @@ from .._checks import check_key
 from ..forward import AbstractForwardSDE
 from ..score import ScoreFn, reverse_drift
 from .base import AbstractSampler
+from .grids import OptimizedGrid
 
 _State = TypeVar("_State")
 # One key per step for stochastic samplers, None for deterministic ones.
@@ -63,7 +64,8 @@ class AbstractFixedGridSampler(AbstractSampler, Generic[_State]):
     return finish(score, state, keys), nfe()
     ```
 
-    with `score` the batched score (`BatchedScore`, which also holds the SDE). A sampler
+    with `score` the batched score (`BatchedScore`, which also holds the SDE; on an
+    `OptimizedGrid` with `shifts` it queries the model at the shifted times). A sampler
     puts the keys into the rows of `inputs` in the order its steps use them; `finish` sees
     them too, for a last step outside the scan (`EDMHeun`).
     """
@@ -101,6 +103,11 @@ class AbstractFixedGridSampler(AbstractSampler, Generic[_State]):
                 "deterministic sampler."
             )
             keys = jr.split(check_key(type(self).__name__, key, why, fix), self.steps)
+        grid = getattr(self, "time_grid", None)
+        if isinstance(grid, OptimizedGrid) and grid.shifts is not None:
+            # LD3's decoupled times: the model is queried where the grid's shifts say.
+            times = grid(sde, self.steps, self.eps, x_T.dtype)  # pyright: ignore[reportAttributeAccessIssue]
+            score_fn = grid.shifted_score(score_fn, sde, times)
         score = BatchedScore(score_fn, sde, args)
         state, inputs = self.init(sde, x_T, keys)
 

@@ -79,28 +79,34 @@ def _fit(
     args: Args,
     iterations: int,
     learning_rate: float,
-) -> tuple[Array, Array, Array, Array]:
+    decouple: bool,
+) -> tuple[OptimizedGrid, Array, Array, Array]:
     optim = optax.adam(learning_rate)
+    start: OptimizedGrid = sampler.time_grid  # pyright: ignore[reportAttributeAccessIssue]
 
-    def loss(logits: Array, x: Array, y: Array) -> Array:
-        candidate = eqx.tree_at(lambda s: s.time_grid, sampler, OptimizedGrid(logits))
+    def as_grid(params: Any) -> OptimizedGrid:
+        # Fitted: the logits, and the shifts with `decouple`; others stay as they are.
+        return OptimizedGrid(*params) if decouple else OptimizedGrid(params, start.shifts)
+
+    def loss(params: Any, x: Array, y: Array) -> Array:
+        candidate = eqx.tree_at(lambda s: s.time_grid, sampler, as_grid(params))
         out, _ = candidate.run(score_fn, sde, x, args, None)
         return jnp.mean(jnp.sum((out - y).reshape(x.shape[0], -1) ** 2, axis=1))
 
     def body(carry: Any, i: Array) -> tuple[Any, Array]:
-        logits, state = carry
+        params, state = carry
         j = i % x_T.shape[0]
-        value, grad = jax.value_and_grad(loss)(logits, x_T[j], targets[j])
+        value, grad = jax.value_and_grad(loss)(params, x_T[j], targets[j])
         updates, state = optim.update(grad, state)
-        return (optax.apply_updates(logits, updates), state), value
+        return (optax.apply_updates(params, updates), state), value
 
-    init = sampler.time_grid.logits  # pyright: ignore[reportAttributeAccessIssue]
-    (logits, _), losses = jax.lax.scan(body, (init, optim.init(init)), jnp.arange(iterations))
+    init = (start.logits, start.shifts) if decouple else start.logits
+    (params, _), losses = jax.lax.scan(body, (init, optim.init(init)), jnp.arange(iterations))  # pyright: ignore[reportArgumentType]
 
-    def total(logits: Array) -> Array:
-        return jnp.mean(jax.vmap(loss, in_axes=(None, 0, 0))(logits, x_T, targets))
+    def total(params: Any) -> Array:
+        return jnp.mean(jax.vmap(loss, in_axes=(None, 0, 0))(params, x_T, targets))
 
-    return logits, losses, total(init), total(logits)
+    return as_grid(params), losses, total(init), total(params)
 
 
 def fit_time_grid(
@@ -115,6 +121,7 @@ def fit_time_grid(
     batch_size: int = 64,
     iterations: int = 200,
     learning_rate: float = 0.05,
+    decouple: bool = False,
     args: Args = None,
     dtype: Any = None,
 ) -> GridFit:
@@ -133,7 +140,10 @@ def fit_time_grid(
     one picks; if the fitted grid does not lower $L$ on all fitting draws, the initial one
     is returned. This is LD3's objective (Tong et al. 2025) without its slack term, and the
     spirit of Align Your Steps (Sabour et al. 2024), which fits the grid to a bound on the
-    KL divergence of the discretized process. A grid is fitted for one NFE budget, SDE and
+    KL divergence of the discretized process. With `decouple=True` the grid's `shifts`
+    $\delta$ (where the model is queried, $s_i = t_i e^{\delta_i}$: see `OptimizedGrid`)
+    are fitted jointly with $\ell$, from the grid's own shifts or zero, LD3's decoupled
+    times; the fitted grid then holds `shifts`. A grid is fitted for one NFE budget, SDE and
     score; the cost is `iterations` sampler runs and their gradients, once.
 
     **Arguments:**
@@ -148,6 +158,8 @@ def fit_time_grid(
     - `batches`, `batch_size`: the fitting draws (LD3 uses about 100 samples).
     - `iterations`: optimizer steps (default 200).
     - `learning_rate`: Adam's (default 0.05).
+    - `decouple`: also fit where the model is queried (`OptimizedGrid.shifts`); default
+      False, which keeps the grid's shifts (None for a grid built here) fixed.
     - `args`: passed to `score_fn`.
     - `dtype`: of the prior draws (default JAX's default float).
 
@@ -166,9 +178,13 @@ def fit_time_grid(
                         ("iterations", iterations)):  # fmt: skip
         check_integer(_OWNER, name, value)
     check_positive(_OWNER, "learning_rate", learning_rate, "Try 0.05.")
+    if not isinstance(decouple, bool):
+        raise TypeError(f"{_OWNER}: `decouple` must be True or False, got {decouple!r}.")
     grid = sampler.time_grid  # pyright: ignore[reportAttributeAccessIssue]
     if not isinstance(grid, OptimizedGrid):
         grid = OptimizedGrid.from_grid(grid, sde, sampler.steps, eps=sampler.eps)  # pyright: ignore[reportAttributeAccessIssue]
+    if decouple and grid.shifts is None:
+        grid = OptimizedGrid(grid.logits, jnp.zeros(grid.steps + 1, grid.logits.dtype))
     sampler = eqx.tree_at(lambda s: s.time_grid, sampler, grid)  # pyright: ignore[reportAttributeAccessIssue]
     if reference is None:
         reference = ProbabilityFlow(rtol=1e-5, atol=1e-5, eps=sampler.eps)  # pyright: ignore[reportAttributeAccessIssue]
@@ -176,13 +192,13 @@ def fit_time_grid(
     x_T = sde.sample_prior(key, (batches * batch_size, *shape), dtype)
     targets, _ = sample_from(reference, score_fn, sde, x_T, args=args)
     split = (batches, batch_size, *shape)
-    logits, losses, initial, final = _fit(
+    fitted_grid, losses, initial, final = _fit(
         sampler, score_fn, sde, x_T.reshape(split), targets.reshape(split), args, iterations,
-        learning_rate,
+        learning_rate, decouple,
     )  # fmt: skip
     if not bool(final < initial):
-        logits, final = grid.logits, initial
-    fitted = eqx.tree_at(lambda s: s.time_grid, sampler, OptimizedGrid(logits))  # pyright: ignore[reportAttributeAccessIssue]
+        fitted_grid, final = grid, initial
+    fitted = eqx.tree_at(lambda s: s.time_grid, sampler, fitted_grid)  # pyright: ignore[reportAttributeAccessIssue]
     return GridFit(fitted, losses, initial, final)
 
 

@@ -8,6 +8,7 @@ that holds it: differentiated, saved and loaded with the sampler (`eqx.tree_seri
 """
 
 import abc
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -127,9 +128,24 @@ class OptimizedGrid(AbstractTimeGrid):
     `neurde.diffusion.fit_time_grid`; build one from another grid with
     `OptimizedGrid.from_grid`.
 
+    With `shifts` $\delta$ the grid also says where the model is queried (LD3's decoupled
+    times): a sampler steps over the times $t_i$ as before, but its score is evaluated at
+    $s_i = t_i e^{\delta_i}$ and rescaled, $\nabla\log p_{t_i}(x) \leftarrow
+    \frac{\sigma(s_i)}{\sigma(t_i)}\nabla\log p_{s_i}(x)$, so the noise prediction
+    $\hat\epsilon = -\sigma\nabla\log p$ the solver uses at $t_i$ is the model's at $s_i$.
+    A sampler's evaluation at a time between grid nodes (a singlestep solver's intermediate
+    time) takes $\delta$ interpolated linearly in $\log t$. $\delta = 0$ (or `shifts=None`)
+    is the plain grid, bit for bit. The shifts let a few evaluations absorb part of the
+    solver's truncation error; fit them with `fit_time_grid(..., decouple=True)`. The
+    rescaled score is not the score of $p_{t_i}$: use shifts only for the sampler they
+    were fitted with. $s_i$ is not clipped: a positive $\delta_0$ queries the model beyond
+    the SDE's $T$ (where a trained model extrapolates).
+
     **Arguments:**
 
     - `logits`: $\ell$, shape `(steps,)`.
+    - `shifts`: $\delta$, shape `(steps + 1,)`, one per grid time from $T$ to $\epsilon$;
+      None (default) for none.
 
     References: Tong, Yang, Zhang, Ming, Liu, "Learning to Discretize Denoising Diffusion
     ODEs" (LD3), ICLR 2025; Sabour, Fidler, Kreis, "Align Your Steps: Optimizing Sampling
@@ -137,8 +153,13 @@ class OptimizedGrid(AbstractTimeGrid):
     """
 
     logits: Float[Array, " steps"]
+    shifts: Float[Array, " times"] | None
 
-    def __init__(self, logits: Float[ArrayLike, " steps"]):
+    def __init__(
+        self,
+        logits: Float[ArrayLike, " steps"],
+        shifts: Float[ArrayLike, " times"] | None = None,
+    ):
         logits = jnp.asarray(logits)
         if logits.ndim != 1 or logits.shape[0] < 1:
             raise ValueError(
@@ -146,6 +167,15 @@ class OptimizedGrid(AbstractTimeGrid):
                 "one with `OptimizedGrid.from_grid(grid, sde, steps)` or `jnp.zeros(steps)`."
             )
         self.logits = logits
+        if shifts is not None:
+            shifts = jnp.asarray(shifts)
+            if shifts.shape != (logits.shape[0] + 1,):
+                raise ValueError(
+                    f"OptimizedGrid: `shifts` must have shape (steps + 1,) = "
+                    f"({logits.shape[0] + 1},), one per grid time, got {shifts.shape}. Pass "
+                    f"`jnp.zeros({logits.shape[0] + 1})` or None for no shifts."
+                )
+        self.shifts = shifts
 
     @property
     def steps(self) -> int:
@@ -170,6 +200,34 @@ class OptimizedGrid(AbstractTimeGrid):
         cumulative = jnp.concatenate([jnp.zeros(1, dtype), jnp.cumsum(fractions)])
         lams = lam_T + (lam_eps - lam_T) * cumulative.at[-1].set(1)
         return _times(sde, lams, eps, dtype)
+
+    def shifted_score(self, score_fn: Callable, sde: AbstractForwardSDE, times: Array) -> Callable:
+        r"""`score_fn` queried at the shifted times $s = t e^{\delta(t)}$ and rescaled.
+
+        `times` are this grid's times (`self(sde, steps, eps, dtype)`); $\delta(t)$ is
+        `shifts` interpolated linearly in $\log t$ over them. Returns `score_fn` itself if
+        `shifts` is None.
+        """
+        if self.shifts is None:
+            return score_fn
+        return _ShiftedScore(score_fn, sde, times, self.shifts)
+
+
+class _ShiftedScore(eqx.Module):
+    score_fn: Callable
+    sde: AbstractForwardSDE
+    times: Array
+    shifts: Array
+
+    def __call__(self, t: Array, x: Array, args: Any) -> Array:
+        log_ts = jnp.log(self.times[::-1])
+        delta = jnp.interp(jnp.log(t), log_ts, self.shifts[::-1].astype(log_ts.dtype))
+        s = t * jnp.exp(delta)
+        ratio = self.sde.std(s) / self.sde.std(t)
+        # Exactly 1 at delta = 0 (compiled, std(s) and std(t) may round differently), with
+        # the gradient of the ratio kept: 1 - ratio is exact there (Sterbenz), so the sum is.
+        ratio = ratio + jax.lax.stop_gradient(jnp.where(delta == 0, 1 - ratio, 0))
+        return ratio * self.score_fn(s, x, args)
 
 
 def check_grid_steps(owner: str, grid: AbstractTimeGrid, steps: int) -> None:
