@@ -327,6 +327,30 @@ def _failure_messages(problem: Problem) -> list[str]:
 
 def integrate(problem: Problem, y0: PyTree[Any], ts: Any, args: Any) -> ModelSolution:
     """Solve `problem` from `y0`, saving at `ts` (or at `t1` only), with `args`."""
+    solution = _integrate(problem, y0, ts, args)
+    if problem.throw and isinstance(problem.stepsize_controller, diffrax.ConstantStepSize):
+        solution = _raise_on_blow_up(problem, solution)
+    return solution
+
+
+def _raise_on_blow_up(problem: Problem, solution: ModelSolution) -> ModelSolution:
+    """Constant steps never reject a step, so a solve that overflows (too large a step, too
+    much noise) would return NaN or inf silently; this turns it into an error. Adaptive
+    solves need no check: a non-finite error estimate shrinks the step until Diffrax fails."""
+    leaves = jax.tree.leaves(solution.ys) + list(solution.extras.values())
+    blown_up = jnp.any(jnp.stack([jnp.any(~jnp.isfinite(leaf)) for leaf in leaves]))
+    ys = eqx.error_if(
+        solution.ys,
+        blown_up,
+        f"{problem.owner}: the solution contains NaN or inf. With constant steps "
+        f"(dt0={problem.dt0}) nothing stops a solve that blows up: try a smaller `dt0`, less "
+        "noise (a smaller `sigma` in `neurde.noise`), or an adaptive solver; and check the "
+        "field and its inputs for NaN/inf.",
+    )
+    return eqx.tree_at(lambda s: s.ys, solution, ys)
+
+
+def _integrate(problem: Problem, y0: PyTree[Any], ts: Any, args: Any) -> ModelSolution:
     owner = problem.owner
     state = check_state(owner, y0)
     _check_fields(problem, state, args)

@@ -1,5 +1,6 @@
 """Bad input to `neurde.noise`: clear errors that name the argument, the value and the fix."""
 
+import diffrax
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
@@ -151,3 +152,33 @@ def test_steer_and_rnode_on_a_module_holding_an_ode():
         noise.steer(_stack(), 0.5)
     with pytest.raises(TypeError, match=r"rnode cannot be applied to a ResidualStack"):
         noise.rnode(_stack())
+
+
+BLOW_UP = r"the solution contains NaN or inf\. With constant steps \(dt0=0\.1\)"
+
+
+@pytest.mark.parametrize("form", ["ode_grid", "ode_tree", "ode_euler"])
+def test_a_constant_step_solve_that_blows_up_raises_instead_of_returning_nan(form):
+    # Constant steps reject nothing, so an overflow (here sigma = 1e30 on float32) used to
+    # come back as NaN. Every constant-step path raises now: the grid path (scan), the
+    # Brownian tree (Diffrax) and a plain constant-step ODE.
+    ts = jnp.linspace(0.0, 1.0, 3)
+    if form == "ode_euler":
+        # Explicit Euler far outside its stability region: |1 - 30 * 0.1| = 2 per step, 10
+        # steps, from 1e37: past float32's range.
+        ode = neurde.NeuralODE(
+            neurde.LinearField(-30 * jnp.eye(2)), solver=diffrax.Euler(), dt0=0.1, t1=1.0
+        )
+        with pytest.raises(eqx.EquinoxRuntimeError, match=BLOW_UP):
+            ode(jnp.full(2, 1e37), ts)
+        return
+    brownian = "grid" if form == "ode_grid" else "tree"
+    model = noise.multiplicative(_ode(dt0=0.1), 1e30, brownian=brownian)
+    with pytest.raises(eqx.EquinoxRuntimeError, match=BLOW_UP):
+        model(jnp.ones(2), ts, key=jr.key(1))
+    # The same model at a sane level returns finite values, and `throw=False` returns the
+    # non-finite solution for a caller who checks it.
+    sane = noise.multiplicative(_ode(dt0=0.1), 0.3, brownian=brownian)
+    assert jnp.all(jnp.isfinite(sane(jnp.ones(2), ts, key=jr.key(1))))
+    quiet = noise.multiplicative(_ode(dt0=0.1, throw=False), 1e30, brownian=brownian)
+    assert not jnp.all(jnp.isfinite(quiet(jnp.ones(2), ts, key=jr.key(1))))
