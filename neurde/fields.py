@@ -7,6 +7,9 @@ same field can be dropped into a ResNet, a neural ODE or an SDE.
 
 import abc
 import functools
+import inspect
+import os
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -303,8 +306,20 @@ def _check_visible(fn: Any) -> None:
         "does not see them. If they are parameters, pass a module that holds them instead "
         f"(the module itself, or `eqx.Partial(fn, module)`).{batch}",
         UserWarning,
-        stacklevel=4,
+        stacklevel=_caller_stacklevel(),
     )
+
+
+def _caller_stacklevel() -> int:
+    """The `stacklevel` of the first frame outside neurde, Equinox and JAX: the user's line
+    that built the field (through a model's constructor and Equinox's module machinery)."""
+    packages = (sys.modules["neurde"], eqx, jax)
+    inside = tuple(os.path.dirname(m.__file__) + os.sep for m in packages if m.__file__)
+    here = inspect.currentframe()
+    frame, level = (here.f_back if here is not None else None), 1
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def as_field(field: Any) -> AbstractField:

@@ -376,8 +376,14 @@ def test_trap_closures_over_modules_warn():
         ),
     }
     for what, fn in cases.items():
-        with pytest.warns(UserWarning, match=rf"`fn` is {what}.*eqx.Partial\(fn, module\)"):
+        with pytest.warns(UserWarning, match=rf"`fn` is {what}.*eqx.Partial\(fn, module\)") as rec:
             neurde.FunctionField(fn)
+        # The warning points at the line that built the field, not into Equinox.
+        assert rec[0].filename == __file__, rec[0].filename
+    # Also through a model's constructor (neurde's and Equinox's frames are skipped).
+    with pytest.warns(UserWarning, match="eqx.Partial") as rec:
+        neurde.NeuralODE(lambda t, y, a: mlp(y))
+    assert rec[0].filename == __file__, rec[0].filename
     # No warning for a plain function, constants, or a module holding its parameters.
     import warnings
 

@@ -36,10 +36,18 @@ def _nets(dtype=None):
     return drift, net
 
 
+def _diagonal(net, t, y, a):
+    return 0.3 * jax.nn.sigmoid(net(t, y, a))
+
+
+def _general(net, t, y, a):
+    return jnp.outer(_diagonal(net, t, y, a), jnp.array([1.0, -0.5]))
+
+
 def _diffusion(net, noise):
-    if noise == "general":
-        return lambda t, y, a: jnp.outer(0.3 * jax.nn.sigmoid(net(t, y, a)), jnp.array([1.0, -0.5]))
-    return lambda t, y, a: 0.3 * jax.nn.sigmoid(net(t, y, a))
+    # `eqx.Partial` keeps the net's parameters visible (a lambda closing over it would hide
+    # them from the gradients compared below, and FunctionField warns about that).
+    return eqx.Partial(_general if noise == "general" else _diagonal, net)
 
 
 def _pair(solver, noise, **kwargs):
