@@ -3,6 +3,8 @@
 - `latent_sde.py`: `LatentSDE` (Li, Wong, Chen, Duvenaud 2020), a posterior and a prior SDE
   sharing a diagonal diffusion, with the KL between their path measures integrated along
   the solve; `latent_sde_elbo`, `sample_prior`;
+- `latent_iwae.py`: the importance-weighted bound `latent_sde_iwae` over $K$ posterior paths
+  (Burda et al. 2016) and its weights `latent_sde_log_weights` (Girsanov's path weight);
 - `latent_fields.py`: its parts `LatentContext` (the encoded observations the posterior
   drift reads), `LatentDrift` (posterior or prior drift) and `DiagonalDiffusion`;
 - `sde_net.py`: `SDENet` (Kong, Sun, Zhang 2020), a classifier whose hidden state follows an
@@ -23,6 +25,10 @@ from .latent_fields import (
     DiagonalDiffusion as DiagonalDiffusion,
     LatentContext as LatentContext,
     LatentDrift as LatentDrift,
+)
+from .latent_iwae import (
+    latent_sde_iwae as latent_sde_iwae,
+    latent_sde_log_weights as latent_sde_log_weights,
 )
 from .latent_sde import (
     LatentSDE as LatentSDE,

@@ -4,6 +4,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Literal, TypeAlias
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -11,9 +12,11 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._scan_solve import scannable
 from .._solve import integrate
 from .._types import Args, MaybeKey, SaveTimes
 from .._validation import is_concrete, require_key
+from ..brownian import GridBrownianPath, brownian_increment
 from ..continuous.latent_ode import gaussian_kl
 from ..continuous.ode_rnn import IrregularSeries, _sizes
 from ..fields import AbstractField, MLPField
@@ -41,18 +44,29 @@ class _PathKL(eqx.Module):
 
     `base` gives the posterior drift (and the extras of wrappers such as RNODE); the prior
     drift is the problem's drift under an empty context; `g` the problem's own diffusion,
-    so noise added by a transform enters the KL as it enters the solve.
+    so noise added by a transform enters the KL as it enters the solve. With `increment`
+    (the Brownian increment $\Delta W$ of the grid step starting at `t`), also the log path
+    weight $\log d\mathbb P/d\mathbb Q$ as `"log_weight_path"`.
     """
 
     base: Callable[..., Any]
     drift: Callable[..., Any]
     diffusion: Callable[..., Any]
+    increment: "_GridIncrement | None" = None
 
     def __call__(self, t: Any, z: Any, args: Any) -> tuple[Any, dict[str, Array]]:
         h, dextras = self.base(t, z, args)
         f = self.drift(t, z, LatentContext(None, None, args.args))
         u = (h - f) / self.diffusion(t, z, args)
-        return h, {**dextras, "kl_path": 0.5 * jnp.sum(u**2)}
+        kl = 0.5 * jnp.sum(u**2)
+        if self.increment is None:
+            return h, {**dextras, "kl_path": kl}
+        # Extras are integrated against dt only (Euler: integrand times dt at the step's
+        # start), so the Itô sum -u_k dW_k enters as -u_k dW_k / dt. Per step the weight is
+        # then -u_k dW_k - ½ u_k² dt, exactly the log ratio of the prior's and the
+        # posterior's Euler transition densities (see `latent_sde_log_weights`).
+        noise = jnp.sum(u * self.increment(t, u.dtype)) / self.increment.dt
+        return h, {**dextras, "kl_path": kl, "log_weight_path": -noise - kl}
 
 
 def _latent_problem(
@@ -71,9 +85,12 @@ def _latent_problem(
     return problem
 
 
-def _with_path_kl(problem: Problem, z0: Array) -> Problem:
-    """`problem` with the path KL as an extra output (zero when there is no noise)."""
+def _with_path_kl(problem: Problem, z0: Array, weighted: bool = False) -> Problem:
+    """`problem` with the path KL as an extra output (zero when there is no noise), and with
+    `weighted` the log path weight `"log_weight_path"` as well."""
     extras = {**problem.extras, "kl_path": jnp.zeros((), z0.dtype)}
+    if weighted:
+        extras["log_weight_path"] = jnp.zeros((), z0.dtype)
     if problem.diffusion is None:
         return dataclasses.replace(problem, extras=extras)
     if problem.noise != "diagonal":
@@ -83,8 +100,43 @@ def _with_path_kl(problem: Problem, z0: Array) -> Problem:
             "noise='diagonal' and transforms that keep it (noise added to a diagonal SDE does)."
         )
     base = _Plain(problem.drift) if problem.augmented is None else problem.augmented
-    augmented = _PathKL(base, problem.drift, problem.diffusion)
+    increment = _grid_increment(problem, z0) if weighted else None
+    augmented = _PathKL(base, problem.drift, problem.diffusion, increment)
     return dataclasses.replace(problem, extras=extras, augmented=augmented)
+
+
+class _GridIncrement(eqx.Module):
+    """The Brownian increment of the grid step starting at `t`: the one the scan solve adds
+    (drawn again from the same key and step index, or read from the given increments)."""
+
+    t0: float = eqx.field(static=True)
+    dt: float = eqx.field(static=True)
+    shape: tuple[int, ...] = eqx.field(static=True)
+    key: Any
+    increments: Array | None
+
+    def __call__(self, t: Any, dtype: Any) -> Array:
+        k = jnp.round((t - self.t0) / self.dt).astype(jnp.int32)
+        if self.increments is not None:
+            return self.increments[k].astype(dtype)
+        return brownian_increment(self.key, k, self.shape, self.dt, dtype)
+
+
+def _grid_increment(problem: Problem, z0: Array) -> _GridIncrement:
+    """The increments of an Euler–Maruyama solve on the grid Brownian path, or an error."""
+    if not (scannable(problem) and type(problem.solver) is diffrax.Euler):
+        raise ValueError(
+            f"latent_sde_iwae: the path weight needs the Brownian increments of the posterior "
+            f"solve, which neurde exposes for Euler–Maruyama with constant steps on the grid "
+            f"Brownian path (and backprop through the solve); got solver="
+            f"{type(problem.solver).__name__}, brownian={problem.brownian!r} (set by "
+            f"{problem.owner}). Build the LatentSDE with the default solver, `dt0=...`, "
+            "`t1=...` and brownian='grid'."
+        )
+    path = problem.path
+    increments = path.increments if isinstance(path, GridBrownianPath) else None
+    t0, dt = float(problem.t0), float(problem.dt0)  # type: ignore[arg-type]
+    return _GridIncrement(t0, dt, tuple(z0.shape), problem.key, increments)
 
 
 class LatentSDE(AbstractWrapper):
@@ -115,9 +167,10 @@ class LatentSDE(AbstractWrapper):
     reconstructs the observations). `solve(...)` samples $z_0 \sim q$ (from
     `jr.fold_in(key, 103)`) and one posterior path (the Brownian motion from `key`), and
     returns the decoded path with `extras["kl_path"]` and `extras["kl_z0"]` (closed form).
-    `latent_sde_elbo` assembles the training objective and `sample_prior` draws from the
-    prior. The latent SDE is the `neurde.NeuralSDE` held as `model` (drift a `LatentDrift`,
-    args a `LatentContext`): regularizer transforms act on it, and noise they add to its
+    `latent_sde_elbo` assembles the training objective, `latent_sde_iwae` a tighter one
+    over several posterior paths, and `sample_prior` draws from the prior. The latent SDE
+    is the `neurde.NeuralSDE` held as `model` (drift a `LatentDrift`, args a
+    `LatentContext`): regularizer transforms act on it, and noise they add to its
     diagonal diffusion enters the KL as it enters the solve. In inference mode
     (`eqx.nn.inference_mode`) $z_0 = \mu_q$, the posterior drift is solved as an ODE and
     `kl_path` is zero (not integrated).
@@ -253,26 +306,40 @@ class LatentSDE(AbstractWrapper):
                 "LatentSDE: `ts` (the times to report) is required. Pass `ts=series.times` "
                 "to reconstruct the observations."
             )
-        contexts, mean, std = self.encode(y0)
-        _check_start(self.model.t0, y0.times)
-        if self.inference:
-            z0 = mean
-        else:
-            key = require_key(
-                "LatentSDE",
-                key,
-                "sample z0 from the posterior and the Brownian motion",
-                "For the posterior mean and no noise use `eqx.nn.inference_mode(model)`.",
-            )
-            z0 = mean + std * jr.normal(jr.fold_in(key, _SAMPLE_KEY), mean.shape, mean.dtype)
-        context = LatentContext(y0.times, contexts, args)
-        problem = _with_path_kl(_latent_problem(self.model, z0, ts, context, key), z0)
-        solution = integrate(problem, z0, ts, context)
-        prior_std = jnp.exp(self.pz0_log_std)
-        # KL(N(m_q, s_q) || N(m_p, s_p)) is invariant under the affine map z -> (z - m_p) / s_p.
-        kl_z0 = gaussian_kl((mean - self.pz0_mean) / prior_std, std / prior_std)
-        solution = dataclasses.replace(solution, extras={**solution.extras, "kl_z0": kl_z0})
-        return solution.map(self.decoder)
+        return _posterior_solve(self, y0, ts, args, key, weighted=False)
+
+
+def _posterior_solve(
+    model: LatentSDE, series: IrregularSeries, ts: Any, args: Any, key: Any, weighted: bool
+) -> ModelSolution:
+    r"""`LatentSDE.solve`; with `weighted`, also the log importance weight of the sample,
+    `extras["log_weight_z0"]` ($\log p(z_0) - \log q(z_0)$) and `extras["log_weight_path"]`
+    ($\log d\mathbb P/d\mathbb Q$ along the path, see `latent_sde_iwae`)."""
+    contexts, mean, std = model.encode(series)
+    _check_start(model.model.t0, series.times)
+    if model.inference:
+        z0 = mean
+    else:
+        key = require_key(
+            "LatentSDE",
+            key,
+            "sample z0 from the posterior and the Brownian motion",
+            "For the posterior mean and no noise use `eqx.nn.inference_mode(model)`.",
+        )
+        z0 = mean + std * jr.normal(jr.fold_in(key, _SAMPLE_KEY), mean.shape, mean.dtype)
+    context = LatentContext(series.times, contexts, args)
+    problem = _latent_problem(model.model, z0, ts, context, key)
+    solution = integrate(_with_path_kl(problem, z0, weighted), z0, ts, context)
+    prior_std = jnp.exp(model.pz0_log_std)
+    # KL(N(m_q, s_q) || N(m_p, s_p)) is invariant under the affine map z -> (z - m_p) / s_p.
+    extras = {"kl_z0": gaussian_kl((mean - model.pz0_mean) / prior_std, std / prior_std)}
+    if weighted:
+        # log N(z0; m_p, s_p) - log N(z0; m_q, s_q), the normalizers' 2π cancelling.
+        zp, zq = (z0 - model.pz0_mean) / prior_std, (z0 - mean) / std
+        log_ratio = -0.5 * (zp**2 - zq**2) - model.pz0_log_std + jnp.log(std)
+        extras["log_weight_z0"] = jnp.sum(log_ratio)
+    solution = dataclasses.replace(solution, extras={**solution.extras, **extras})
+    return solution.map(model.decoder)
 
 
 def _check_start(t0: float, times: Array) -> None:
@@ -356,23 +423,34 @@ def latent_sde_elbo(
     References: Li, Wong, Chen, Duvenaud, "Scalable Gradients for Stochastic Differential
     Equations", AISTATS 2020, Eq. (10).
     """
+    _check_likelihood("latent_sde_elbo", noise_std, likelihood)
+    solution = model.solve(series, series.times, args=args, key=key)
+    log_lik = _log_likelihood(series, solution.ys, noise_std, likelihood)
+    kl = solution.extras["kl_z0"] + solution.extras["kl_path"]
+    return log_lik - kl_weight * kl
+
+
+def _check_likelihood(owner: str, noise_std: Any, likelihood: Any) -> None:
     if likelihood not in ("gaussian", "laplace"):
         raise ValueError(
-            f"latent_sde_elbo: unknown `likelihood={likelihood!r}`. Choose 'gaussian' or 'laplace'."
+            f"{owner}: unknown `likelihood={likelihood!r}`. Choose 'gaussian' or 'laplace'."
         )
     if not (isinstance(noise_std, int | float) and noise_std > 0):
         raise ValueError(
-            f"latent_sde_elbo: `noise_std` must be a number > 0, got {noise_std!r}. Pass e.g. 0.01."
+            f"{owner}: `noise_std` must be a number > 0, got {noise_std!r}. Pass e.g. 0.01."
         )
-    solution = model.solve(series, series.times, args=args, key=key)
-    residual = (series.values - solution.ys) / noise_std
+
+
+def _log_likelihood(
+    series: IrregularSeries, ys: Array, noise_std: float, likelihood: Likelihood
+) -> Array:
+    r"""$\sum_{m_{ij} = 1} \log p(x_{ij} \mid \hat x_j(t_i))$ over the observed entries."""
+    residual = (series.values - ys) / noise_std
     if likelihood == "gaussian":
         log_density = -0.5 * residual**2 - jnp.log(noise_std * jnp.sqrt(2 * jnp.pi))
     else:
         log_density = -jnp.abs(residual) - jnp.log(2 * noise_std)
-    log_lik = jnp.sum(jnp.where(series.mask > 0, log_density, 0.0))
-    kl = solution.extras["kl_z0"] + solution.extras["kl_path"]
-    return log_lik - kl_weight * kl
+    return jnp.sum(jnp.where(series.mask > 0, log_density, 0.0))
 
 
 __all__ = [
