@@ -5,7 +5,8 @@
 Each process has 4 host CPU devices; together they form one mesh of 8 (CPU collectives over
 Gloo). Both train the same runs with `neurde.fit` and write, per gathered array, its SHA-256
 and values to `OUT_DIR/process-<id>.json`: a data-parallel adaptive `NeuralODE` (batch split
-over all 8 devices, checkpointed: only process 0 writes) and a member-parallel ensemble of
+over all 8 devices, checkpointed: only process 0 writes), the same run with
+`per_example_loss=True` (a local solver loop per device) and a member-parallel ensemble of
 discrete stacks (members split over the processes).
 """
 
@@ -62,6 +63,15 @@ def main(process_id: int, num_processes: int, port: int, out_dir: pathlib.Path) 
         checkpoint_every=10,
         **common,
     )
+    # The same run on the fast path: one local solver loop per device (8 over 2 processes),
+    # one gradient reduction per step.
+    fast = neurde.fit(
+        model,
+        checks.Counted("ode"),
+        data,
+        mesh=neurde.Sharding(mesh, data="data", per_example_loss=True),
+        **common,
+    )
     ensemble = neurde.make_ensemble(checks.make_stack, checks.MEMBERS, key=jr.key(3))
     layout = neurde.Sharding(
         jax.make_mesh((num_processes, 4), ("members", "data")), data="data", members="members"
@@ -72,6 +82,8 @@ def main(process_id: int, num_processes: int, port: int, out_dir: pathlib.Path) 
     result = {
         "ode": summary(ode.model),
         "ode_loss": np.asarray(ode.history.loss, np.float64).tolist(),
+        "ode_fast": summary(fast.model),
+        "ode_fast_loss": np.asarray(fast.history.loss, np.float64).tolist(),
         "ensemble": summary(stacks.model),
         "ensemble_member_devices": sorted(
             {d.process_index for d in jax.tree.leaves(stacks.model)[0].sharding.device_set}

@@ -260,16 +260,17 @@ def test_two_processes_train_like_one(tmp_path):
     assert [p.returncode for p in processes] == [0, 0], logs
     results = [json.loads((tmp_path / f"process-{i}.json").read_text()) for i in range(2)]
     ref = distributed_run.reference()
-    for name in ("ode", "ensemble"):
-        assert results[0][name].keys() == ref[name].keys()
+    for name, like in (("ode", "ode"), ("ode_fast", "ode"), ("ensemble", "ensemble")):
+        assert results[0][name].keys() == ref[like].keys()
         for path, got in results[0][name].items():
             # Both processes hold bit-identical gathered arrays ...
             assert got["sha256"] == results[1][name][path]["sha256"], (name, path)
-            # ... equal to the single-process, unsharded run.
-            want = ref[name][path]
+            # ... equal to the single-process, unsharded run (the fast path too).
+            want = ref[like][path]
             err = np.max(np.abs(np.asarray(got["values"]) - want)) / np.max(np.abs(want))
             assert err < TOLERANCE, (name, path, err)
     np.testing.assert_allclose(results[0]["ode_loss"], ref["ode_loss"], rtol=TOLERANCE)
+    np.testing.assert_allclose(results[0]["ode_fast_loss"], ref["ode_loss"], rtol=TOLERANCE)
     assert results[0]["ensemble_member_devices"] == [0, 1]  # members on both processes
     # Checkpoints written once (process 0), readable, holding the final model.
     files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
