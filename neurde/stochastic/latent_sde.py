@@ -317,16 +317,7 @@ def _posterior_solve(
     ($\log d\mathbb P/d\mathbb Q$ along the path, see `latent_sde_iwae`)."""
     contexts, mean, std = model.encode(series)
     _check_start(model.model.t0, series.times)
-    if model.inference:
-        z0 = mean
-    else:
-        key = require_key(
-            "LatentSDE",
-            key,
-            "sample z0 from the posterior and the Brownian motion",
-            "For the posterior mean and no noise use `eqx.nn.inference_mode(model)`.",
-        )
-        z0 = mean + std * jr.normal(jr.fold_in(key, _SAMPLE_KEY), mean.shape, mean.dtype)
+    z0, key = _sample_z0("LatentSDE", "posterior", model.inference, mean, std, key)
     context = LatentContext(series.times, contexts, args)
     problem = _latent_problem(model.model, z0, ts, context, key)
     solution = integrate(_with_path_kl(problem, z0, weighted), z0, ts, context)
@@ -340,6 +331,22 @@ def _posterior_solve(
         extras["log_weight_z0"] = jnp.sum(log_ratio)
     solution = dataclasses.replace(solution, extras={**solution.extras, **extras})
     return solution.map(model.decoder)
+
+
+def _sample_z0(
+    owner: str, which: str, inference: bool, mean: Array, std: Array, key: Any
+) -> tuple[Array, Any]:
+    """z0 ~ N(mean, std^2) from `jr.fold_in(key, _SAMPLE_KEY)` (the key is required), or
+    the mean in inference mode; returns z0 and the checked key."""
+    if inference:
+        return mean, key
+    key = require_key(
+        owner,
+        key,
+        f"sample z0 from the {which} and the Brownian motion",
+        f"For the {which} mean and no noise use `eqx.nn.inference_mode(model)`.",
+    )
+    return mean + std * jr.normal(jr.fold_in(key, _SAMPLE_KEY), mean.shape, mean.dtype), key
 
 
 def _check_start(t0: float, times: Array) -> None:
@@ -375,16 +382,7 @@ def sample_prior(
     if ts is None:
         raise ValueError("sample_prior: `ts` (the times of the path) is required.")
     mean, std = model.pz0_mean, jnp.exp(model.pz0_log_std)
-    if model.inference:
-        z0 = mean
-    else:
-        key = require_key(
-            "sample_prior",
-            key,
-            "sample z0 from the prior and the Brownian motion",
-            "For the prior mean and no noise use `eqx.nn.inference_mode(model)`.",
-        )
-        z0 = mean + std * jr.normal(jr.fold_in(key, _SAMPLE_KEY), mean.shape, mean.dtype)
+    z0, key = _sample_z0("sample_prior", "prior", model.inference, mean, std, key)
     context = LatentContext(None, None, args)
     solution = integrate(_latent_problem(model.model, z0, ts, context, key), z0, ts, context)
     return jax.vmap(model.decoder)(solution.ys)
