@@ -183,9 +183,10 @@ def as_sharding(fn: str, mesh: Any, ensemble: bool) -> Sharding | None:
     )
 
 
-def data_parallel(fn: str, devices: int) -> Sharding | None:
+def data_parallel(fn: str, devices: int, *, per_example_loss: bool = False) -> Sharding | None:
     """A `Sharding` splitting batches over the first `devices` devices (`None` for 1): what
-    `neurde run NAME --devices N` trains with."""
+    `neurde run NAME --devices N` trains with; `per_example_loss` as for `Sharding`, for an
+    experiment whose loss is a mean of per-example terms."""
     if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
         raise ValueError(f"{fn}: `devices` must be an integer >= 1, got {devices!r}.")
     if devices == 1:
@@ -198,7 +199,7 @@ def data_parallel(fn: str, devices: int) -> Sharding | None:
             "devices; elsewhere pass at most the number of accelerators."
         )
     mesh = jax.make_mesh((devices,), ("data",), devices=available[:devices])
-    return Sharding(mesh, data="data")
+    return Sharding(mesh, data="data", per_example_loss=per_example_loss)
 
 
 def leading_size(tree: Any) -> int | None:
